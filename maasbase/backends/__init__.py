@@ -1,0 +1,1 @@
+"""Inference backend definitions (vLLM, SGLang, llama.cpp, ...) as data."""

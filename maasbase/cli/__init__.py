@@ -1,0 +1,1 @@
+"""The ``maas-base`` command line."""

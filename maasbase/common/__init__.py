@@ -1,0 +1,4 @@
+"""Vocabulary shared by every layer: settings, errors, wire contracts, clock.
+
+Nothing in here imports from another ``maasbase`` package.
+"""

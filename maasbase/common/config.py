@@ -1,0 +1,113 @@
+"""One settings object for every command: flags > ``MAAS_*`` environment > YAML file > defaults.
+
+The YAML file is chosen with ``--config`` or ``MAAS_CONFIG``; its keys are the field
+names below (``port: 9000``, ``database_url: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from maasbase.common.errors import ConfigurationError
+
+ENV_PREFIX = "MAAS_"
+
+
+def default_data_dir() -> Path:
+    """Per-user data folder (``~/.local/share/maas-base`` on Linux)."""
+    return Path(platformdirs.user_data_dir("maas-base", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything a MaaS-Base process can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    config_file: Path | None = Field(default=None, description="Optional YAML config file.")
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port.")
+    data_dir: Path = Field(default_factory=default_data_dir, description="State folder.")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://, mysql:// or sqlite:/// URL; empty = embedded PostgreSQL.",
+    )
+    bootstrap_password: SecretStr | None = Field(
+        default=None, description="Password for the first admin user (first start only)."
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Worker registration token (generated when not given)."
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+    access_token_ttl_seconds: int = Field(default=86_400, ge=60)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=300, ge=1)
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without authentication."
+    )
+    secure_cookies: bool = Field(
+        default=False, description="Mark the session cookie Secure (behind HTTPS)."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("log_level must be one of debug, info, warning, error, critical")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = _yaml_path(init_settings)
+        if yaml_path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+
+def _yaml_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    init_values = init_settings()
+    raw = init_values.get("config_file") or os.environ.get(ENV_PREFIX + "CONFIG_FILE")
+    raw = raw or os.environ.get(ENV_PREFIX + "CONFIG")
+    if not raw:
+        return None
+    path = Path(str(raw)).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(f"config file {path} does not exist; fix --config / MAAS_CONFIG")
+    return path
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from flags (``overrides``; ``None`` values mean "not given")."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ConfigurationError:
+        raise
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid configuration: {exc}") from exc

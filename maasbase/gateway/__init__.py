@@ -1,0 +1,1 @@
+"""OpenAI-compatible AI gateway: routing, streaming, keys, metering, limits."""

@@ -1,0 +1,1 @@
+"""Control plane: management API, auth, database, scheduler and controllers."""

@@ -1,0 +1,1 @@
+"""HTTP routes of the management API, one module per resource. Routes own transactions."""

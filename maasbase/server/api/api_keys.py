@@ -1,0 +1,101 @@
+"""API keys: create (secret shown once), list, show, revoke."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy.exc import IntegrityError
+
+from maasbase.common.auth import Principal
+from maasbase.common.errors import Conflict, InvalidRequest, NotFound
+from maasbase.server.api.deps import Caller, Paging, Session, State
+from maasbase.server.db import api_keys as api_keys_db
+from maasbase.server.db.tables import ApiKey
+from maasbase.server.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from maasbase.server.schemas.common import Page
+from maasbase.server.security import api_keys as key_material
+
+router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
+
+
+def _owner_id(caller: Principal) -> int:
+    if caller.user_id is None:
+        raise InvalidRequest("API keys belong to users; log in as a user to manage them")
+    return caller.user_id
+
+
+async def _load_visible(session: Session, caller: Principal, key_id: int) -> ApiKey:
+    key = await api_keys_db.get(session, key_id)
+    if key is None or (not caller.is_admin and key.user_id != caller.user_id):
+        raise NotFound(f"API key {key_id} does not exist")
+    return key
+
+
+@router.post("", response_model=ApiKeyCreated, status_code=201)
+async def create_key(
+    body: ApiKeyCreate, caller: Caller, session: Session, state: State
+) -> ApiKeyCreated:
+    user_id = _owner_id(caller)
+    now = datetime.fromtimestamp(state.clock.now(), UTC)
+    if body.expires_at is not None and body.expires_at <= now:
+        raise InvalidRequest("expires_at is in the past; give a future time")
+    if await api_keys_db.name_taken(session, user_id, body.name):
+        raise Conflict(f"you already have an API key named {body.name!r}; pick another name")
+    material = key_material.generate()
+    try:
+        key = await api_keys_db.create(
+            session,
+            user_id=user_id,
+            name=body.name,
+            access_key=material.access_key,
+            secret_hash=key_material.hash_secret(material.secret),
+            scope=body.scope.value,
+            allowed_models=body.allowed_models,
+            expires_at=body.expires_at,
+        )
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise Conflict(
+            f"you already have an API key named {body.name!r}; pick another name"
+        ) from exc
+    out = ApiKeyOut.model_validate(key)
+    return ApiKeyCreated(**out.model_dump(), key=material.full_key)
+
+
+@router.get("", response_model=Page[ApiKeyOut])
+async def list_keys(
+    caller: Caller,
+    session: Session,
+    paging: Paging,
+    user_id: int | None = Query(default=None, description="Admins: only this user's keys."),
+    include_revoked: bool = False,
+) -> Page[ApiKeyOut]:
+    owner = user_id if caller.is_admin else caller.user_id
+    rows, total = await api_keys_db.list_page(
+        session,
+        user_id=owner,
+        offset=paging.offset,
+        limit=paging.per_page,
+        include_revoked=include_revoked,
+    )
+    return Page(
+        items=[ApiKeyOut.model_validate(k) for k in rows],
+        total=total,
+        page=paging.page,
+        per_page=paging.per_page,
+    )
+
+
+@router.get("/{key_id}", response_model=ApiKeyOut)
+async def get_key(key_id: int, caller: Caller, session: Session) -> ApiKey:
+    return await _load_visible(session, caller, key_id)
+
+
+@router.delete("/{key_id}", status_code=204)
+async def revoke_key(key_id: int, caller: Caller, session: Session, state: State) -> Response:
+    key = await _load_visible(session, caller, key_id)
+    api_keys_db.revoke(key, datetime.fromtimestamp(state.clock.now(), UTC))
+    await session.commit()
+    return Response(status_code=204)

@@ -1,0 +1,89 @@
+"""Dependencies shared by routes: state, database session, caller, authorization."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maasbase.common.auth import Principal
+from maasbase.common.errors import Forbidden, Unauthenticated
+from maasbase.server import authn
+from maasbase.server.schemas.common import MAX_PER_PAGE
+from maasbase.server.security import api_keys as key_material
+from maasbase.server.state import ServerState
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.maas
+    return state
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+async def get_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.sessions() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_principal(request: Request, state: State, session: Session) -> Principal:
+    token = authn.bearer_token(request.headers.get("authorization"))
+    if token is None:
+        token = request.cookies.get(authn.SESSION_COOKIE)
+        if not token:
+            raise Unauthenticated(
+                "authentication required: send 'Authorization: Bearer <API key>' "
+                "or log in at POST /api/v1/auth/login"
+            )
+    now = state.clock.now()
+    if key_material.looks_like_api_key(token):
+        principal = await authn.from_api_key(session, token, now=datetime.fromtimestamp(now, UTC))
+    else:
+        principal = await authn.from_access_token(session, token, secret=state.jwt_secret, now=now)
+    request.state.principal = principal
+    return principal
+
+
+async def require_management(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.scope.allows_management():
+        raise Forbidden(
+            f"this API key has scope '{principal.scope}'; the management API needs a key "
+            "with scope 'management' or 'all'"
+        )
+    return principal
+
+
+Caller = Annotated[Principal, Depends(require_management)]
+
+
+async def require_admin(principal: Caller) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this action needs an admin account")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+class PageParams:
+    def __init__(
+        self,
+        page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
+        per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description="Items per page")] = 100,
+    ) -> None:
+        self.page = page
+        self.per_page = per_page
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+Paging = Annotated[PageParams, Depends()]

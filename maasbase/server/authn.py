@@ -1,0 +1,86 @@
+"""Authentication: turn presented credentials into a Principal, or refuse with a reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maasbase.common.auth import Principal, PrincipalKind, Scope
+from maasbase.common.errors import Unauthenticated
+from maasbase.server.db import api_keys as api_keys_db
+from maasbase.server.db import users as users_db
+from maasbase.server.db.tables import User
+from maasbase.server.security import api_keys as key_material
+from maasbase.server.security import tokens
+
+SESSION_COOKIE = "maas_session"
+
+
+async def from_api_key(session: AsyncSession, presented: str, *, now: datetime) -> Principal:
+    material = key_material.parse(presented)
+    if material is None:
+        raise Unauthenticated("malformed API key")
+    key = await api_keys_db.get_by_access_key(session, material.access_key)
+    if key is None or not key_material.secret_matches(material.secret, key.secret_hash):
+        raise Unauthenticated("invalid API key")
+    if key.revoked_at is not None:
+        raise Unauthenticated("this API key has been revoked; create a new one")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise Unauthenticated(
+            f"this API key expired at {key.expires_at.astimezone(UTC).isoformat()}; "
+            "create a new one"
+        )
+    user = await users_db.get(session, key.user_id)
+    _check_active(user)
+    assert user is not None
+    return Principal(
+        kind=PrincipalKind.API_KEY,
+        user_id=user.id,
+        name=user.username,
+        is_admin=user.is_admin,
+        scope=Scope(key.scope),
+        allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
+        api_key_id=key.id,
+    )
+
+
+async def from_access_token(
+    session: AsyncSession, token: str, *, secret: str, now: float
+) -> Principal:
+    try:
+        claims = tokens.verify(secret, token, now=now)
+    except tokens.InvalidToken as exc:
+        raise Unauthenticated(str(exc)) from exc
+    user = await users_db.get(session, claims.user_id)
+    _check_active(user)
+    assert user is not None
+    if claims.token_version != user.token_version:
+        raise Unauthenticated("session ended because the password changed; log in again")
+    return user_principal(user)
+
+
+def user_principal(user: User) -> Principal:
+    return Principal(
+        kind=PrincipalKind.USER,
+        user_id=user.id,
+        name=user.username,
+        is_admin=user.is_admin,
+        scope=Scope.ALL,
+    )
+
+
+def _check_active(user: User | None) -> None:
+    if user is None:
+        raise Unauthenticated("the user behind these credentials no longer exists")
+    if not user.is_active:
+        raise Unauthenticated(f"user {user.username!r} is deactivated; ask an admin")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated("use 'Authorization: Bearer <API key or access token>'")
+    return value.strip()

@@ -1,0 +1,107 @@
+"""First-start work: signing secret, admin user, worker registration token.
+
+All of it is idempotent: running it on every start changes nothing once done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maasbase.common.config import Settings
+from maasbase.server.db import system_settings
+from maasbase.server.db import users as users_db
+from maasbase.server.security import passwords
+
+logger = logging.getLogger(__name__)
+
+ADMIN_USERNAME = "admin"
+PASSWORD_FILE = "initial_admin_password"
+TOKEN_FILE = "token"
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    jwt_secret: str
+    admin_created: bool
+    admin_password_file: Path | None
+    token_file: Path
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` readable by the owner only (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content + "\n")
+    os.chmod(path, 0o600)
+
+
+async def ensure_jwt_secret(session: AsyncSession) -> str:
+    secret = await system_settings.get(session, system_settings.JWT_SECRET)
+    if secret is None:
+        secret = secrets.token_urlsafe(48)
+        await system_settings.put(session, system_settings.JWT_SECRET, secret)
+    return secret
+
+
+async def ensure_admin(session: AsyncSession, settings: Settings) -> tuple[bool, Path | None]:
+    if await users_db.get_by_username(session, ADMIN_USERNAME) is not None:
+        return False, None
+    if settings.bootstrap_password is not None:
+        password = settings.bootstrap_password.get_secret_value()
+        passwords.check_strength(password)
+        password_file = None
+    else:
+        password = passwords.generate_password()
+        password_file = settings.data_dir / PASSWORD_FILE
+        write_secret_file(password_file, password)
+    await users_db.create(
+        session,
+        username=ADMIN_USERNAME,
+        password_hash=await passwords.hash_password(password),
+        is_admin=True,
+        full_name="Administrator",
+    )
+    return True, password_file
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def ensure_registration_token(session: AsyncSession, settings: Settings) -> Path:
+    """Make ``<data-dir>/token`` hold a token whose hash the database knows."""
+    token_file = settings.data_dir / TOKEN_FILE
+    if settings.token is not None:
+        token = settings.token.get_secret_value()
+    elif token_file.exists():
+        token = token_file.read_text().strip()
+    else:
+        token = secrets.token_hex(32)
+    if not token_file.exists() or token_file.read_text().strip() != token:
+        write_secret_file(token_file, token)
+    stored = await system_settings.get(session, system_settings.REGISTRATION_TOKEN_HASH)
+    if stored != token_hash(token):
+        await system_settings.put(
+            session, system_settings.REGISTRATION_TOKEN_HASH, token_hash(token)
+        )
+    return token_file
+
+
+async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
+    jwt_secret = await ensure_jwt_secret(session)
+    created, password_file = await ensure_admin(session, settings)
+    token_file = await ensure_registration_token(session, settings)
+    return BootstrapResult(
+        jwt_secret=jwt_secret,
+        admin_created=created,
+        admin_password_file=password_file,
+        token_file=token_file,
+    )

@@ -1,0 +1,1 @@
+"""Request and response bodies of the management API, one module per resource."""

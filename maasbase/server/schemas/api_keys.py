@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from maasbase.common.auth import Scope
+from maasbase.server.schemas.common import Strict
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    scope: Scope = Scope.ALL
+    allowed_models: list[str] | None = Field(
+        default=None, description="Model names this key may use; absent means all models."
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="ISO 8601 time with a time zone; absent means never."
+    )
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _clean_models(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = sorted({m.strip() for m in value if m.strip()})
+        if len(cleaned) > 1000:
+            raise ValueError("at most 1000 models per key")
+        return cleaned
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a time zone, e.g. 2027-01-01T00:00:00Z")
+        return value
+
+
+class ApiKeyOut(BaseModel):
+    """A key as listed: never the secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    user_id: int
+    access_key: str = Field(description="Public part of the key (mb_<access_key>_...).")
+    scope: Scope
+    allowed_models: list[str] | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The full key. Shown only once: store it now.")

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maasbase.server.schemas.common import Strict
+
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    full_name: str | None
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(Strict):
+    username: str = Field(pattern=USERNAME_PATTERN, description="Letters, digits, _ . @ -")
+    password: str = Field(max_length=1024)
+    full_name: str | None = Field(default=None, max_length=255)
+    is_admin: bool = False
+
+
+class UserUpdate(Strict):
+    """Admin changes to a user; absent fields stay as they are."""
+
+    full_name: str | None = Field(default=None, max_length=255)
+    is_admin: bool | None = None
+    is_active: bool | None = None
+    password: str | None = Field(default=None, max_length=1024)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)

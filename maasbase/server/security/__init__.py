@@ -1,0 +1,1 @@
+"""Secrets: password hashing, signed access tokens, API key material, login throttling."""

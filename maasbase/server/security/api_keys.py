@@ -1,0 +1,57 @@
+"""API key material: ``mb_<access key>_<secret>``.
+
+The access key (public, indexed) finds the row; only a SHA-256 of the secret is
+stored. Keys carry 190 bits of randomness, so a fast hash is the right tool (a slow
+password hash would add milliseconds to every gateway request without adding safety).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+PREFIX = "mb"
+ACCESS_KEY_BYTES = 8
+SECRET_BYTES = 24
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    access_key: str
+    secret: str
+
+    @property
+    def full_key(self) -> str:
+        return f"{PREFIX}_{self.access_key}_{self.secret}"
+
+
+def generate() -> KeyMaterial:
+    return KeyMaterial(
+        access_key=secrets.token_hex(ACCESS_KEY_BYTES),
+        secret=secrets.token_urlsafe(SECRET_BYTES),
+    )
+
+
+def parse(key: str) -> KeyMaterial | None:
+    """Split a presented key; ``None`` when it is not shaped like one of ours."""
+    prefix, sep, rest = key.partition("_")
+    if prefix != PREFIX or not sep:
+        return None
+    access_key, sep, secret = rest.partition("_")
+    if not sep or len(access_key) != ACCESS_KEY_BYTES * 2 or not secret:
+        return None
+    return KeyMaterial(access_key=access_key, secret=secret)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, secret_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), secret_hash)
+
+
+def looks_like_api_key(token: str) -> bool:
+    return token.startswith(PREFIX + "_")

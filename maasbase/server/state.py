@@ -1,0 +1,29 @@
+"""Process-wide state of a running server, built at start and shared by all requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from maasbase.common.clock import Clock, SystemClock
+from maasbase.common.config import Settings
+from maasbase.server.security.throttle import LoginThrottle, ThrottlePolicy
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    jwt_secret: str
+    clock: Clock = field(default_factory=SystemClock)
+    throttle: LoginThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttle = LoginThrottle(
+            ThrottlePolicy(
+                max_failures=self.settings.login_max_failures,
+                window=float(self.settings.login_lockout_seconds),
+            )
+        )

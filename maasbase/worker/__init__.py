@@ -1,0 +1,1 @@
+"""Worker agent: GPU detection, registration, heartbeats, serving manager."""
