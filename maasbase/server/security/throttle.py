@@ -23,7 +23,8 @@ def retry_after(failures: tuple[float, ...], policy: ThrottlePolicy, now: float)
     if len(recent) < policy.max_failures:
         return 0.0
     oldest_counted = sorted(recent)[-policy.max_failures]
-    return max(0.0, oldest_counted + policy.window - now)
+    # Clamped: a clock that stepped backwards must not lock anyone out for longer.
+    return min(policy.window, max(0.0, oldest_counted + policy.window - now))
 
 
 @dataclass

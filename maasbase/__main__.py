@@ -1,0 +1,3 @@
+from maasbase.cli.main import main
+
+main()
