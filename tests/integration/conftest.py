@@ -53,7 +53,8 @@ async def harness(db_url: str, settings: Settings) -> AsyncIterator[Harness]:
     clock = FakeClock(start=1_800_000_000.0)
     opened = await open_server(settings, db_url, clock=clock)
     try:
-        yield Harness(opened=opened, app=create_app(opened.state), clock=clock, settings=settings)
+        app = create_app(opened.state, run_controllers=False)
+        yield Harness(opened=opened, app=app, clock=clock, settings=settings)
     finally:
         await close_server(opened.state)
 

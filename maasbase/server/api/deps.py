@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from maasbase.common.auth import Principal
+from maasbase.common.auth import Principal, PrincipalKind
 from maasbase.common.errors import Forbidden, Unauthenticated
 from maasbase.server import authn
 from maasbase.server.schemas.common import MAX_PER_PAGE
@@ -43,7 +43,9 @@ async def get_principal(request: Request, state: State, session: Session) -> Pri
                 "or log in at POST /api/v1/auth/login"
             )
     now = state.clock.now()
-    if key_material.looks_like_api_key(token):
+    if key_material.looks_like_worker_credential(token):
+        principal = await authn.from_worker_credential(session, token)
+    elif key_material.looks_like_api_key(token):
         principal = await authn.from_api_key(session, token, now=datetime.fromtimestamp(now, UTC))
     else:
         principal = await authn.from_access_token(session, token, secret=state.jwt_secret, now=now)
@@ -52,6 +54,8 @@ async def get_principal(request: Request, state: State, session: Session) -> Pri
 
 
 async def require_management(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.kind is PrincipalKind.WORKER:
+        raise Forbidden("worker credentials may only call the worker endpoints")
     if not principal.scope.allows_management():
         raise Forbidden(
             f"this API key has scope '{principal.scope}'; the management API needs a key "
@@ -70,6 +74,15 @@ async def require_admin(principal: Caller) -> Principal:
 
 
 Admin = Annotated[Principal, Depends(require_admin)]
+
+
+async def require_worker(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.kind is not PrincipalKind.WORKER or principal.worker_id is None:
+        raise Forbidden("this endpoint is for workers; authenticate with a worker credential")
+    return principal
+
+
+WorkerCaller = Annotated[Principal, Depends(require_worker)]
 
 
 class PageParams:

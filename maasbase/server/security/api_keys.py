@@ -1,4 +1,4 @@
-"""API key material: ``mb_<access key>_<secret>``.
+"""Key material: API keys ``mb_<access key>_<secret>``, worker credentials ``mbw_...``.
 
 The access key (public, indexed) finds the row; only a SHA-256 of the secret is
 stored. Keys carry 190 bits of randomness, so a fast hash is the right tool (a slow
@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 PREFIX = "mb"
+WORKER_PREFIX = "mbw"
 ACCESS_KEY_BYTES = 8
 SECRET_BYTES = 24
 
@@ -21,28 +22,30 @@ SECRET_BYTES = 24
 class KeyMaterial:
     access_key: str
     secret: str
+    prefix: str = PREFIX
 
     @property
     def full_key(self) -> str:
-        return f"{PREFIX}_{self.access_key}_{self.secret}"
+        return f"{self.prefix}_{self.access_key}_{self.secret}"
 
 
-def generate() -> KeyMaterial:
+def generate(prefix: str = PREFIX) -> KeyMaterial:
     return KeyMaterial(
         access_key=secrets.token_hex(ACCESS_KEY_BYTES),
         secret=secrets.token_urlsafe(SECRET_BYTES),
+        prefix=prefix,
     )
 
 
-def parse(key: str) -> KeyMaterial | None:
+def parse(key: str, prefix: str = PREFIX) -> KeyMaterial | None:
     """Split a presented key; ``None`` when it is not shaped like one of ours."""
-    prefix, sep, rest = key.partition("_")
-    if prefix != PREFIX or not sep:
+    found, sep, rest = key.partition("_")
+    if found != prefix or not sep:
         return None
     access_key, sep, secret = rest.partition("_")
     if not sep or len(access_key) != ACCESS_KEY_BYTES * 2 or not secret:
         return None
-    return KeyMaterial(access_key=access_key, secret=secret)
+    return KeyMaterial(access_key=access_key, secret=secret, prefix=prefix)
 
 
 def hash_secret(secret: str) -> str:
@@ -55,3 +58,7 @@ def secret_matches(secret: str, secret_hash: str) -> bool:
 
 def looks_like_api_key(token: str) -> bool:
     return token.startswith(PREFIX + "_")
+
+
+def looks_like_worker_credential(token: str) -> bool:
+    return token.startswith(WORKER_PREFIX + "_")

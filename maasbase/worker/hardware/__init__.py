@@ -114,7 +114,7 @@ def detect_hardware(
     system = collect_system_info(data_dir)
     if simulate is not None:
         simulation = load_simulation(simulate, salt=worker_name)
-        logger.info("simulating %d GPU(s) from %s", len(simulation.gpus), simulation.source)
+        logger.debug("simulating %d GPU(s) from %s", len(simulation.gpus), simulation.source)
         return HardwareReport(system=_overlay(system, simulation), gpus=simulation.gpus)
     gpus, warnings = detect_gpus(default_detectors() if detectors is None else detectors)
     if not gpus:

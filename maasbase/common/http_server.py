@@ -1,0 +1,54 @@
+"""Running uvicorn inside a larger process: pre-bound sockets, no signal handling of its own.
+
+The command that owns the process installs the signal handlers and tells each
+server to stop; uvicorn must not install (and later re-raise) its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from maasbase.common.errors import ConfigurationError
+
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+class EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int, *, what: str, flag: str) -> socket.socket:
+    """Bind a listening socket now, so a busy port is a clear error before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"{what} cannot listen on {host}:{port} ({exc.strerror}); "
+            f"is another process using it? Pick another with {flag}"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(app: Any, *, log_level: str = "warning") -> EmbeddedServer:
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        lifespan="on",
+    )
+    return EmbeddedServer(config)

@@ -1,0 +1,1 @@
+"""Reconcile loops: level-triggered, each step isolated, every failure logged and retried."""
