@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,16 +15,9 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.processes import MAAS, free_port, wait_until
+
 pytestmark = pytest.mark.e2e
-
-MAAS = str(Path(sys.executable).with_name("maas-base"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _postgres_pids(data_dir: Path) -> list[int]:
@@ -41,7 +32,19 @@ def _postgres_pids(data_dir: Path) -> list[int]:
 @contextmanager
 def running(data_dir: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [MAAS, "start", "--data-dir", str(data_dir), "--port", str(port), *extra],
+        [
+            MAAS,
+            "start",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--worker-port",
+            str(free_port()),
+            "--simulate-gpus",
+            "2xL4:24",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -80,7 +83,7 @@ def _login(base: str, password: str) -> httpx.Response:
 
 def test_start_restart_stop_and_reset_password(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     with running(data_dir, port) as proc:
@@ -93,6 +96,19 @@ def test_start_restart_stop_and_reset_password(tmp_path: Path) -> None:
         assert login.status_code == 200
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
         key = httpx.post(f"{base}/api/v1/api-keys", json={"name": "e2e"}, headers=headers).json()
+
+        def local_worker() -> list[dict[str, object]]:
+            items: list[dict[str, object]] = httpx.get(
+                f"{base}/api/v1/workers", headers=headers
+            ).json()["items"]
+            return items
+
+        wait_until(
+            lambda: [w["state"] for w in local_worker()] == ["ready"],
+            timeout=30,
+            what="the local worker",
+        )
+        assert len(local_worker()[0]["hardware"]["gpus"]) == 2  # type: ignore[index]
         assert _postgres_pids(data_dir), "embedded PostgreSQL should be running"
         elapsed, output = _stop(proc)
     assert str(password_file) in output.replace("\n", "")

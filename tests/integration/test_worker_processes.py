@@ -127,31 +127,22 @@ def test_wrong_token_and_unreachable_server_fail_clearly(tmp_path: Path) -> None
         log=tmp_path / "server.log",
     ) as server:  # fmt: skip
         wait_until(lambda: (server_dir / "token").exists(), timeout=60, what="token file")
-        wrong = subprocess.run(
-            [MAAS, *_worker_args(base, "wrong-token", "w9", tmp_path / "w9", "H100:80")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        output = wrong.stdout + wrong.stderr
-        assert wrong.returncode == 1, output
-        assert "wrong registration token" in output
-        assert "Traceback" not in output
+        _fails_clearly(
+            _worker_args(base, "wrong-token", "w9", tmp_path / "w9", "H100:80"),
+            "wrong registration token",
+        )
         stop(server)
+    _fails_clearly(
+        [*_worker_args(base, "any", "w8", tmp_path / "w8", "H100:80"), "--connect-timeout", "2"],
+        "cannot reach the server",
+    )
+    _fails_clearly(_worker_args(base, "any", "w7", tmp_path / "w7", "4xH100"), "bad GPU spec")
 
-    unreachable = subprocess.run(
-        [MAAS, *_worker_args(base, "any", "w8", tmp_path / "w8", "H100:80"),
-         "--connect-timeout", "2"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    output = unreachable.stdout + unreachable.stderr
-    assert unreachable.returncode == 1, output
-    assert "cannot reach the server" in output
-    assert "Traceback" not in output
 
-    bad_spec = subprocess.run(
-        [MAAS, *_worker_args(base, "any", "w7", tmp_path / "w7", "4xH100")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    output = bad_spec.stdout + bad_spec.stderr
-    assert bad_spec.returncode == 1, output
-    assert "bad GPU spec" in output
+def _fails_clearly(args: list[str], message: str) -> None:
+    """The command exits 1 with ``message`` and no traceback."""
+    result = subprocess.run([MAAS, *args], capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert message in output
     assert "Traceback" not in output
