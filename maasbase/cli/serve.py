@@ -146,6 +146,7 @@ async def _run_control_plane(
         stopping = group.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
+        opened.state.begin_shutdown()
         server.should_exit = True
 
 

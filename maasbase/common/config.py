@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     worker_timeout: float = Field(
         default=30.0, gt=0, description="Seconds without heartbeat before a worker is unreachable."
     )
+    reschedule_grace: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds an instance of an unreachable worker waits "
+        "for it before being rescheduled elsewhere.",
+    )
     heartbeat_interval: float = Field(
         default=5.0, gt=0, description="Seconds between worker heartbeats (told to workers)."
     )

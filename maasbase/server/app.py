@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from fastapi import FastAPI
 
 from maasbase import __version__
-from maasbase.server.api import api_keys, auth, errors, health, users, workers
+from maasbase.server.api import (
+    api_keys,
+    auth,
+    errors,
+    health,
+    instance_logs,
+    models,
+    users,
+    worker_sync,
+    workers,
+)
 from maasbase.server.controllers.loop import PeriodicLoop
+from maasbase.server.controllers.models import ModelController
 from maasbase.server.controllers.worker_liveness import WorkerLiveness
 from maasbase.server.metrics import HttpMetrics, MetricsMiddleware, new_registry
 from maasbase.server.state import ServerState
 
 
-def _controllers(state: ServerState) -> list[PeriodicLoop]:
+def _controllers(
+    state: ServerState,
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
     liveness = WorkerLiveness(state)
-    return [PeriodicLoop("worker liveness", liveness.reconcile_once, liveness.interval)]
+    return [
+        PeriodicLoop("worker liveness", liveness.reconcile_once, liveness.interval).run,
+        ModelController(state).run,
+    ]
 
 
 def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
@@ -32,8 +49,8 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         stop = asyncio.Event()
         loops = _controllers(state) if run_controllers else []
         async with asyncio.TaskGroup() as group:
-            for loop in loops:
-                group.create_task(loop.run(stop), name=loop.name)
+            for run in loops:
+                group.create_task(run(stop))
             try:
                 yield
             finally:
@@ -53,7 +70,16 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
     registry = new_registry()
     app.state.metrics_registry = registry
     errors.install(app)
-    for module in (health, auth, users, api_keys, workers):
+    for module in (
+        health,
+        auth,
+        users,
+        api_keys,
+        worker_sync,
+        workers,
+        models,
+        instance_logs,
+    ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     return app

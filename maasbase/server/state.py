@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from maasbase.backends.registry import BackendRegistry
 from maasbase.common.clock import Clock, SystemClock
 from maasbase.common.config import Settings
+from maasbase.server.notify import ChangeNotifier
 from maasbase.server.security.throttle import LoginThrottle, ThrottlePolicy
 
 
@@ -19,6 +21,15 @@ class ServerState:
     jwt_secret: str
     clock: Clock = field(default_factory=SystemClock)
     throttle: LoginThrottle = field(init=False)
+    # Instances or workers changed: wakes assignment watches and the controllers.
+    changes: ChangeNotifier = field(default_factory=ChangeNotifier)
+    backends: BackendRegistry = field(default_factory=BackendRegistry.default)
+    # Set when the server begins to stop: long-polls answer at once.
+    stopping: bool = False
+
+    def begin_shutdown(self) -> None:
+        self.stopping = True
+        self.changes.notify()
 
     def __post_init__(self) -> None:
         self.throttle = LoginThrottle(

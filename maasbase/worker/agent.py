@@ -20,15 +20,20 @@ from maasbase import __version__
 from maasbase.common.errors import ConfigurationError
 from maasbase.common.hardware import HardwareReport
 from maasbase.common.http_server import bind, make_server
+from maasbase.common.instances import InstanceReport
 from maasbase.common.workers import WorkerRegistration
 from maasbase.worker import identity as identity_store
 from maasbase.worker.api import create_worker_app
 from maasbase.worker.client import CredentialRefused, ServerClient, ServerUnreachable
 from maasbase.worker.hardware import detect_hardware
+from maasbase.worker.models import ModelCache
+from maasbase.worker.reporting import ReportQueue
+from maasbase.worker.serving.manager import ServingManager
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+WATCH_WAIT_SECONDS = 25.0
 
 
 @dataclass
@@ -74,6 +79,18 @@ class WorkerAgent:
         self.hardware: HardwareReport | None = None
         self.heartbeat_interval = 5.0
         self.registered = asyncio.Event()
+        self.cache = ModelCache(config.data_dir / "models")
+        self.reports = ReportQueue(self._send_reports)
+        self.serving = ServingManager(
+            config.worker_dir,
+            fetch=lambda a, progress: self.cache.ensure(a.source, progress=progress),
+            report=self.reports.put,
+            bind_host=config.host,
+        )
+
+    async def _send_reports(self, reports: list[InstanceReport]) -> None:
+        assert self.identity is not None
+        await self.client.report(self.identity.credential, reports)
 
     def _detect(self) -> HardwareReport:
         return detect_hardware(
@@ -163,6 +180,29 @@ class WorkerAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
+    async def _watch_assignments(self, stop: asyncio.Event) -> None:
+        """Follow the server's list of instances for this worker (long-poll) and apply it."""
+        revision: str | None = None
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                assert self.identity is not None
+                assignments = await self.client.assignments(
+                    self.identity.credential, revision, WATCH_WAIT_SECONDS
+                )
+                delay = 1.0
+            except (ServerUnreachable, CredentialRefused) as exc:
+                # Heartbeats handle re-registration; keep serving what runs meanwhile.
+                logger.warning("assignment watch failed: %s; retrying in %.0f s", exc.message,
+                               delay)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(MAX_BACKOFF_SECONDS, delay * 2)
+                continue
+            if assignments.revision != revision:
+                await self.serving.apply(assignments)
+                revision = assignments.revision
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set. Raises on a wrong token or an unreachable server."""
         sock = bind(self.config.host, self.config.port, what="the worker API", flag="--worker-port")
@@ -172,15 +212,23 @@ class WorkerAgent:
             app = create_worker_app(
                 lambda: self.identity.api_secret if self.identity else None,
                 lambda: self.hardware,
+                self.serving.log_of,
             )
             api = make_server(app)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(api.serve(sockets=[sock]), name="worker api")
-                beats = group.create_task(self._heartbeats(stop), name="heartbeats")
-                stopped = group.create_task(stop.wait())
-                await asyncio.wait({beats, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                api.should_exit = True
-                stop.set()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(api.serve(sockets=[sock]), name="worker api")
+                    beats = group.create_task(self._heartbeats(stop), name="heartbeats")
+                    watch = group.create_task(self._watch_assignments(stop), name="assignments")
+                    group.create_task(self.reports.run(stop), name="reports")
+                    stopped = group.create_task(stop.wait())
+                    await asyncio.wait({beats, watch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    stop.set()
+                    watch.cancel()
+                    api.should_exit = True
+            finally:
+                await self.serving.stop_all()
         finally:
             sock.close()
+            await self.cache.aclose()
             await self.client.aclose()

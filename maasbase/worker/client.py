@@ -8,6 +8,7 @@ import httpx
 
 from maasbase.common.errors import MaasError, Unauthenticated, Unavailable
 from maasbase.common.hardware import HardwareReport
+from maasbase.common.instances import InstanceReport, InstanceReports, WorkerAssignments
 from maasbase.common.workers import Heartbeat, HeartbeatAck, WorkerRegistered, WorkerRegistration
 
 
@@ -32,9 +33,12 @@ class ServerClient:
         await self._http.aclose()
 
     async def _post(self, path: str, bearer: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", path, bearer, json=body)
+
+    async def _call(self, method: str, path: str, bearer: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = await self._http.post(
-                path, json=body, headers={"Authorization": f"Bearer {bearer}"}
+            response = await self._http.request(
+                method, path, headers={"Authorization": f"Bearer {bearer}"}, **kwargs
             )
         except httpx.TransportError as exc:
             raise ServerUnreachable(
@@ -63,6 +67,27 @@ class ServerClient:
         return HeartbeatAck.model_validate(
             await self._post("/api/v1/workers/heartbeat", credential, body)
         )
+
+    async def assignments(
+        self, credential: str, revision: str | None, wait: float
+    ) -> WorkerAssignments:
+        """Long-poll: returns when the assignments differ from ``revision`` (or after
+        ``wait`` seconds)."""
+        params: dict[str, Any] = {"wait": wait}
+        if revision is not None:
+            params["revision"] = revision
+        data = await self._call(
+            "GET",
+            "/api/v1/workers/assignments",
+            credential,
+            params=params,
+            timeout=httpx.Timeout(wait + 15.0, connect=5.0),
+        )
+        return WorkerAssignments.model_validate(data)
+
+    async def report(self, credential: str, reports: list[InstanceReport]) -> None:
+        body = InstanceReports(reports=reports).model_dump(mode="json")
+        await self._post("/api/v1/workers/instance-reports", credential, body)
 
 
 def _message(response: httpx.Response) -> str:

@@ -81,8 +81,8 @@ def _login(base: str, password: str) -> httpx.Response:
     )
 
 
-def test_start_restart_stop_and_reset_password(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_start_restart_stop_and_reset_password(shared_tmp: Path) -> None:
+    data_dir = shared_tmp / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 

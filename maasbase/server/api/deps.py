@@ -50,6 +50,9 @@ async def get_principal(request: Request, state: State, session: Session) -> Pri
     else:
         principal = await authn.from_access_token(session, token, secret=state.jwt_secret, now=now)
     request.state.principal = principal
+    # End the read transaction so the connection goes back to the pool: long-running
+    # requests (watches, streams) must not hold one.
+    await session.rollback()
     return principal
 
 

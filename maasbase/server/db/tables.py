@@ -85,3 +85,63 @@ class Worker(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
     )
+
+
+class Model(Base):
+    """A deployed model: what to run and how many replicas."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    backend: Mapped[str] = mapped_column(String(64), nullable=False)
+    backend_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    backend_parameters: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    env: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    replicas: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    placement: Mapped[str] = mapped_column(String(16), nullable=False, default="spread")
+    worker_selector: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    gpu_selector: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    gpus_per_replica: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    categories: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    # Hash of everything that changes how an instance runs; a new value rolls instances.
+    spec_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+
+class ModelInstance(Base):
+    """One replica of a model; its state follows ``policies.instance_state``."""
+
+    __tablename__ = "model_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(160), unique=True, nullable=False)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    spec_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    state_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    gpu_vendor: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    gpu_indexes: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    tensor_parallel_size: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # What the placement reserved: {"gpu_bytes": {"<index>": bytes}, "ram_bytes": n, ...}
+    claim: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    download: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    restart_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import gguf
 import pytest
-from estimate_fixtures import LLAMA3_70B, write_sparse_llama_gguf, write_tiny_gguf
 
 from maasbase.common.errors import InvalidRequest
 from maasbase.server.estimate import (
@@ -23,6 +22,7 @@ from maasbase.server.estimate.gguf_reader import (
     read_gguf_header_with_reader,
     split_shard_names,
 )
+from tests.support.model_files import LLAMA3_70B, write_sparse_llama_gguf, write_tiny_gguf
 
 # Byte sizes of the tiny model (2 layers, hidden 64, 4 heads, 2 KV heads of 16, ffn 128,
 # vocab 256), worked out by hand from GGML block sizes:

@@ -9,7 +9,6 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from estimate_fixtures import LLAMA3_8B, write_llama_folder, write_tiny_gguf
 
 from maasbase.server.estimate import (
     HuggingFaceHub,
@@ -24,6 +23,7 @@ from maasbase.server.estimate import (
     read_hf_folder_metadata,
 )
 from maasbase.server.estimate import remote as remote_module
+from tests.support.model_files import LLAMA3_8B, write_llama_folder, write_tiny_gguf
 
 
 class FakeHub:

@@ -7,13 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from estimate_fixtures import (
-    LLAMA3_8B,
-    LLAMA3_70B,
-    safetensors_header_bytes,
-    write_llama_folder,
-    write_sparse_safetensors,
-)
 
 from maasbase.server.estimate import (
     HeaderIncomplete,
@@ -23,6 +16,13 @@ from maasbase.server.estimate import (
     parse_safetensors_header,
     read_hf_folder_metadata,
     read_safetensors_header,
+)
+from tests.support.model_files import (
+    LLAMA3_8B,
+    LLAMA3_70B,
+    safetensors_header_bytes,
+    write_llama_folder,
+    write_sparse_safetensors,
 )
 
 # Llama-3-8B parameters: per layer q,o 4096² + k,v 1024 × 4096 + 3 × 14336 × 4096 + 2 norms.

@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from maasbase.common.instances import DownloadProgress, InstanceState, ModelSource
+from maasbase.common.workers import validate_labels
+from maasbase.server.schemas.common import Strict
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+GPU_SELECTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:\d{1,3}$"
+
+
+class Category(StrEnum):
+    LLM = "llm"
+    EMBEDDING = "embedding"
+    RERANKER = "reranker"
+    SPEECH_TO_TEXT = "speech-to-text"
+    TEXT_TO_SPEECH = "text-to-speech"
+    IMAGE = "image"
+
+
+class ModelSpec(Strict):
+    """Everything that describes a deployment (shared by create and evaluation)."""
+
+    source: ModelSource
+    backend: str = Field(default="llama.cpp", min_length=1, max_length=64)
+    backend_version: str | None = Field(default=None, max_length=64)
+    backend_parameters: list[str] = Field(default_factory=list, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=0, le=1000)
+    placement: Literal["spread", "binpack"] = "spread"
+    worker_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_selector: list[str] | None = Field(
+        default=None, description='Manual GPUs, e.g. ["worker-1:0", "worker-1:1"].'
+    )
+    gpus_per_replica: int | None = Field(default=None, ge=1, le=64)
+    categories: list[Category] = Field(default_factory=list)
+
+    @field_validator("worker_selector")
+    @classmethod
+    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_labels(value)
+
+    @field_validator("gpu_selector")
+    @classmethod
+    def _gpus(cls, value: list[str] | None) -> list[str] | None:
+        import re
+
+        if value is None:
+            return None
+        for item in value:
+            if not re.match(GPU_SELECTOR_PATTERN, item):
+                raise ValueError(f"bad GPU {item!r}: use <worker name>:<gpu index>, e.g. w1:0")
+        if len(set(value)) != len(value):
+            raise ValueError("gpu_selector lists a GPU twice")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for key in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"bad environment variable name {key!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _selector_fits(self) -> ModelSpec:
+        selector, per_replica = self.gpu_selector, self.gpus_per_replica
+        if selector is not None and per_replica is not None and len(selector) < per_replica:
+            raise ValueError("gpu_selector names fewer GPUs than gpus_per_replica")
+        return self
+
+
+def spec_of_row(row: object) -> ModelSpec:
+    """The spec of a stored model (a ``tables.Model`` row)."""
+    fields = (
+        "source", "backend", "backend_version", "backend_parameters", "env", "replicas",
+        "placement", "worker_selector", "gpu_selector", "gpus_per_replica", "categories",
+    )  # fmt: skip
+    return ModelSpec.model_validate({name: getattr(row, name) for name in fields})
+
+
+class ModelCreate(ModelSpec):
+    name: str = Field(pattern=MODEL_NAME_PATTERN, description="The name clients use in 'model'.")
+    description: str = Field(default="", max_length=1024)
+
+
+class ModelUpdate(Strict):
+    """Absent fields stay as they are; changing how instances run rolls them one by one."""
+
+    description: str | None = Field(default=None, max_length=1024)
+    source: ModelSource | None = None
+    backend: str | None = Field(default=None, min_length=1, max_length=64)
+    backend_version: str | None = None
+    backend_parameters: list[str] | None = None
+    env: dict[str, str] | None = None
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    placement: Literal["spread", "binpack"] | None = None
+    worker_selector: dict[str, str] | None = None
+    gpu_selector: list[str] | None = None
+    gpus_per_replica: int | None = Field(default=None, ge=1, le=64)
+    categories: list[Category] | None = None
+
+
+def infer_categories(spec: ModelSpec, name: str) -> list[Category]:
+    if spec.categories:
+        return spec.categories
+    text = " ".join(
+        [name, spec.source.repo_id or "", spec.source.file or "", spec.source.path or ""]
+    )
+    lowered = text.lower()
+    if "--embedding" in spec.backend_parameters or "--embeddings" in spec.backend_parameters:
+        return [Category.EMBEDDING]
+    if any(word in lowered for word in ("rerank",)):
+        return [Category.RERANKER]
+    if any(word in lowered for word in ("embed", "minilm", "bge-", "e5-", "gte-")):
+        return [Category.EMBEDDING]
+    if any(word in lowered for word in ("whisper", "sensevoice", "paraformer")):
+        return [Category.SPEECH_TO_TEXT]
+    if any(word in lowered for word in ("tts", "cosyvoice", "bark")):
+        return [Category.TEXT_TO_SPEECH]
+    if any(word in lowered for word in ("stable-diffusion", "sdxl", "flux")):
+        return [Category.IMAGE]
+    return [Category.LLM]
+
+
+def spec_hash(spec: ModelSpec) -> str:
+    """Hash of what changes how an instance runs (not replicas or placement strategy)."""
+    relevant = spec.model_dump(
+        mode="json",
+        include={
+            "source", "backend", "backend_version", "backend_parameters", "env",
+            "worker_selector", "gpu_selector", "gpus_per_replica",
+        },
+    )  # fmt: skip
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+class InstanceSummary(BaseModel):
+    total: int = 0
+    running: int = 0
+    by_state: dict[str, int] = Field(default_factory=dict)
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    source: ModelSource
+    backend: str
+    backend_version: str | None
+    backend_parameters: list[str]
+    env: dict[str, str]
+    replicas: int
+    placement: str
+    worker_selector: dict[str, str]
+    gpu_selector: list[str] | None
+    gpus_per_replica: int | None
+    categories: list[Category]
+    instances: InstanceSummary = Field(default_factory=InstanceSummary)
+    created_at: datetime
+    updated_at: datetime
+
+
+class InstanceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    model_id: int
+    model_name: str
+    state: InstanceState
+    state_message: str
+    worker_id: int | None
+    worker_name: str | None
+    gpu_vendor: str | None
+    gpu_indexes: list[int]
+    tensor_parallel_size: int
+    claim: dict[str, object]
+    port: int | None
+    pid: int | None
+    download: DownloadProgress | None
+    restart_count: int
+    next_restart_at: datetime | None
+    outdated: bool = Field(description="Runs an older spec; a rolling update replaces it.")
+    state_changed_at: datetime
+    created_at: datetime
+
+
+class EvaluationPlacement(BaseModel):
+    worker_id: int
+    worker_name: str
+    gpu_vendor: str | None
+    gpu_indexes: list[int]
+    tensor_parallel_size: int
+    claim: dict[str, object]
+    score: float
+
+
+class EvaluationOut(BaseModel):
+    """Would one replica fit now, where, and with what claim (nothing is created)."""
+
+    schedulable: bool
+    message: str
+    placement: EvaluationPlacement | None = None
+    estimate: str | None = Field(default=None, description="The memory estimate, explained.")
+    reasons: dict[str, str | None] = Field(
+        default_factory=dict, description="Per worker: why it cannot take it (null: it can)."
+    )

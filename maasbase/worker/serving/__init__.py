@@ -1,0 +1,1 @@
+"""The serving manager: runs the inference servers a worker is assigned."""

@@ -1,0 +1,165 @@
+"""Serving for real on CPU: deploy a tiny GGUF through the API, llama.cpp answers, a crash
+is reported and restarted with backoff, logs stream, deleting stops the process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.processes import free_port, process, stop, wait_until
+from tests.support.tiny_gguf import write_tiny_gguf
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "admin-password-1"
+
+
+class Platform:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        login = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "admin", "password": PASSWORD},
+            timeout=10,
+        )
+        login.raise_for_status()
+        self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.base}{path}", headers=self.headers, timeout=30, **kwargs
+        )
+
+    def instances(self, model_id: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.call(
+            "GET", "/api/v1/model-instances", params={"model_id": model_id}
+        ).json()["items"]
+        return items
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    port = free_port()
+    args = [
+        "start",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'maas.db'}",
+        "--bootstrap-password",
+        PASSWORD,
+        "--worker-port",
+        str(free_port()),
+        "--heartbeat-interval",
+        "1",
+    ]
+    with process(*args, log=tmp_path / "maas.log") as proc:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=60, what="the platform")
+        yield Platform(f"http://127.0.0.1:{port}")
+        assert stop(proc) == 0
+
+
+def _port_free(port: int) -> bool:
+    """Free for a new server (which, like every server, sets SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_deploy_chat_crash_restart_logs_delete(platform: Platform, tmp_path: Path) -> None:
+    model_file = write_tiny_gguf(tmp_path / "tiny.gguf")
+    response = platform.call(
+        "POST",
+        "/api/v1/models",
+        json={
+            "name": "tiny",
+            "source": {"type": "local_path", "path": str(model_file)},
+            "backend": "llama.cpp",
+            "backend_parameters": ["-c", "512", "-np", "1"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    model_id = response.json()["id"]
+
+    def running(restarts: int = 0) -> bool:
+        items = platform.instances(model_id)
+        return (
+            len(items) == 1
+            and items[0]["state"] == "running"
+            and items[0]["restart_count"] == restarts
+        )
+
+    wait_until(running, timeout=90, what="the instance running")
+    [instance] = platform.instances(model_id)
+    engine = f"http://127.0.0.1:{instance['port']}"
+    chat = httpx.post(
+        f"{engine}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 8,
+        },
+    )
+    assert chat.status_code == 200, chat.text
+    body = chat.json()
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["completion_tokens"] > 0
+
+    logs = platform.call(
+        "GET", f"/api/v1/model-instances/{instance['id']}/logs", params={"tail": 50}
+    )
+    assert logs.status_code == 200
+    assert logs.text.strip(), "the engine log should not be empty"
+    with httpx.stream(
+        "GET",
+        f"{platform.base}/api/v1/model-instances/{instance['id']}/logs",
+        params={"tail": 5, "follow": True},
+        headers=platform.headers,
+        timeout=10,
+    ) as streamed:
+        assert streamed.status_code == 200
+        first = next(streamed.iter_text())
+        assert first
+
+    # Crash the engine: the worker reports the error with the log tail, the controller
+    # restarts it after the backoff.
+    os.killpg(instance["pid"], signal.SIGKILL)
+    wait_until(
+        lambda: platform.instances(model_id)[0]["state"] == "error",
+        timeout=30,
+        what="the crash reported",
+    )
+    failed = platform.instances(model_id)[0]
+    assert "exited" in failed["state_message"]
+    assert failed["next_restart_at"] is not None
+    wait_until(lambda: running(restarts=1), timeout=90, what="the restart")
+    [restarted] = platform.instances(model_id)
+    assert restarted["pid"] != instance["pid"]
+
+    assert platform.call("DELETE", f"/api/v1/models/{model_id}").status_code == 204
+    wait_until(
+        lambda: not psutil.pid_exists(restarted["pid"]), timeout=30, what="the engine process gone"
+    )
+    wait_until(lambda: _port_free(restarted["port"]), timeout=10, what="the port freed")
