@@ -1,0 +1,98 @@
+"""Wire contract between the control plane and gateways: where each model is served,
+and who may call it.
+
+A gateway holds a ``RoutingTable`` (followed through a long-poll watch, kept when the
+server is down), resolves API keys through the server (``KeyCheck`` → ``KeyGrant``,
+cached briefly), and sends ``UsageRecord`` batches back. New fields must come with
+defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RouteKind(StrEnum):
+    DEPLOYMENT = "deployment"  # instances run by MaaS-Base workers
+    PROVIDER = "provider"  # an external OpenAI-compatible server or cloud API
+
+
+class Upstream(BaseModel):
+    """One place a model is served: a running instance, or a provider's base URL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Stable id, e.g. 'instance:12' or 'provider:openai'.")
+    base_url: str = Field(description="Up to and including /v1, e.g. http://10.0.0.5:40001/v1.")
+    weight: float = Field(default=1.0, gt=0)
+    api_key: str | None = Field(default=None, description="Bearer token the upstream needs.")
+    upstream_model: str | None = Field(
+        default=None, description="Model name to send upstream, when it differs."
+    )
+
+
+class RoutedModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: RouteKind = RouteKind.DEPLOYMENT
+    categories: list[str] = Field(default_factory=list)
+    upstreams: list[Upstream] = Field(default_factory=list)
+    owned_by: str = "maas-base"
+    created: int = 0
+
+
+class RoutingTable(BaseModel):
+    revision: str
+    models: list[RoutedModel] = Field(default_factory=list)
+
+
+class KeyLimits(BaseModel):
+    """Per-key limits; None means unlimited."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    token_quota: int | None = Field(default=None, description="Tokens per quota period.")
+    quota_period: str = Field(default="month", description="day or month.")
+
+
+class KeyCheck(BaseModel):
+    """Gateway → server: is this presented API key valid?"""
+
+    key: str
+
+
+class KeyGrant(BaseModel):
+    """Server → gateway: who the key belongs to and what it may do."""
+
+    api_key_id: int
+    user_id: int
+    username: str
+    scope: str
+    allowed_models: list[str] | None = None
+    expires_at: datetime | None = None
+    limits: KeyLimits = Field(default_factory=KeyLimits)
+
+
+class UsageRecord(BaseModel):
+    """One proxied request, as metered by a gateway."""
+
+    time: datetime
+    api_key_id: int | None
+    user_id: int | None
+    model: str
+    endpoint: str = Field(description="e.g. chat.completions, embeddings")
+    upstream_id: str | None = None
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    stream: bool = False
+
+
+class UsageBatch(BaseModel):
+    records: list[UsageRecord]
