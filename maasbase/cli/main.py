@@ -139,6 +139,10 @@ def start(
     heartbeat_interval: Annotated[
         float | None, typer.Option(help="Seconds between worker heartbeats [5].")
     ] = None,
+    deploy: Annotated[
+        list[str] | None,
+        typer.Option(help="Deploy a catalog model by name (repeat), e.g. smollm2-135m-instruct."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -168,7 +172,10 @@ def start(
         config=config,
     )
     _setup_logging(settings.log_level)
-    _run(run_worker(settings, console) if settings.server_url else serve(settings, console))
+    if settings.server_url:
+        _run(run_worker(settings, console))
+    else:
+        _run(serve(settings, console, deploy=deploy or []))
 
 
 @app.command()

@@ -108,8 +108,35 @@ def _banner(console: Console, settings: Settings, url: str, opened: Opened) -> N
     console.print(f"  worker registration token: {boot.token_file}")
 
 
-async def serve(settings: Settings, console: Console) -> None:
+async def deploy_catalog(opened: Opened, names: list[str], console: Console) -> None:
+    """Deploy catalog models by name, unless a model of that name exists already."""
+    from maasbase.server import catalog, model_service
+    from maasbase.server.db import models as models_db
+
+    state = opened.state
+    for name in names:
+        entry = catalog.find(name)
+        async with state.sessions() as session:
+            if await models_db.get_by_name(session, entry.name) is not None:
+                console.print(f"  model [bold]{entry.name}[/] is deployed already")
+                continue
+            spec = entry.spec()
+            await model_service.create_model(
+                session, state, name=entry.name, spec=spec, description=entry.description
+            )
+        console.print(
+            f"  deploying [bold]{entry.name}[/] from {spec.source.describe()}; "
+            f"follow it with: maas-base model show {entry.name}"
+        )
+
+
+async def serve(settings: Settings, console: Console, *, deploy: list[str] | None = None) -> None:
     """``maas-base start``: control plane, and a local worker unless ``no_worker``."""
+    if deploy:
+        from maasbase.server import catalog
+
+        for name in deploy:
+            catalog.find(name).source()  # fail before starting anything
     stop = asyncio.Event()
     with stop_on_signals(stop):
         sock = bind(settings.host, settings.port, what="MaaS-Base", flag="--port")
@@ -117,6 +144,8 @@ async def serve(settings: Settings, console: Console) -> None:
             async with Database(settings) as url:
                 opened = await open_server(settings, url)
                 try:
+                    if deploy:
+                        await deploy_catalog(opened, deploy, console)
                     await _run_control_plane(settings, console, url, opened, sock, stop)
                 finally:
                     await close_server(opened.state)

@@ -8,7 +8,7 @@ delivered by a long-poll watch); the worker reports how each one is doing
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -78,6 +78,9 @@ class InstanceAssignment(BaseModel):
     tensor_parallel_size: int = 1
     categories: list[str] = Field(default_factory=list)
     restart_count: int = Field(default=0, description="A change asks the worker to restart it.")
+    backend_definition: dict[str, Any] | None = Field(
+        default=None, description="Full definition of a user-defined backend."
+    )
 
 
 class WorkerAssignments(BaseModel):

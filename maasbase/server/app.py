@@ -13,6 +13,8 @@ from maasbase import __version__
 from maasbase.server.api import (
     api_keys,
     auth,
+    backends,
+    catalog,
     errors,
     health,
     instance_logs,
@@ -79,6 +81,8 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         workers,
         models,
         instance_logs,
+        catalog,
+        backends,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))

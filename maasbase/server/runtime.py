@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from maasbase.common.clock import Clock, SystemClock
 from maasbase.common.config import Settings
 from maasbase.server import bootstrap
+from maasbase.server.db import backends as backends_db
 from maasbase.server.db import engine as db_engine
 from maasbase.server.db import migrate
 from maasbase.server.state import ServerState
@@ -32,6 +33,7 @@ async def open_server(
         async with sessions() as session:
             result = await bootstrap.run(session, settings)
             await session.commit()
+            registry = await backends_db.registry(session)
     except BaseException:
         await engine.dispose()
         raise
@@ -41,6 +43,7 @@ async def open_server(
         sessions=sessions,
         jwt_secret=result.jwt_secret,
         clock=clock or SystemClock(),
+        backends=registry,
     )
     return Opened(state=state, bootstrap=result)
 

@@ -6,8 +6,9 @@ from collections import Counter
 
 from fastapi import APIRouter, Query, Response
 
-from maasbase.common.errors import Conflict, MaasError, NotFound
+from maasbase.common.errors import MaasError, NotFound
 from maasbase.common.instances import InstanceState
+from maasbase.server import model_service
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
 from maasbase.server.controllers.scheduling import Scheduling, claim_to_json
 from maasbase.server.db import instances as instances_db
@@ -25,8 +26,6 @@ from maasbase.server.schemas.models import (
     ModelOut,
     ModelSpec,
     ModelUpdate,
-    infer_categories,
-    spec_hash,
     spec_of_row,
 )
 
@@ -62,25 +61,14 @@ async def _load(session: Session, model_id: int) -> Model:
     return model
 
 
-def _fields(spec: ModelSpec, name: str) -> dict[str, object]:
-    data = spec.model_dump(mode="json")
-    data["categories"] = [c.value for c in infer_categories(spec, name)]
-    data["spec_hash"] = spec_hash(spec)
-    return data
-
-
 @router.post("/models", response_model=ModelOut, status_code=201)
 async def create_model(
     body: ModelCreate, _admin: Admin, state: State, session: Session
 ) -> ModelOut:
-    if await models_db.get_by_name(session, body.name) is not None:
-        raise Conflict(f"a model named {body.name!r} exists; pick another name or PATCH it")
     spec = ModelSpec.model_validate(body.model_dump(exclude={"name", "description"}))
-    model = await models_db.create(
-        session, name=body.name, description=body.description, **_fields(spec, body.name)
+    model = await model_service.create_model(
+        session, state, name=body.name, spec=spec, description=body.description
     )
-    await session.commit()
-    state.changes.notify()
     return model_out(model, [])
 
 
@@ -115,7 +103,8 @@ async def update_model(
         model.description = changes.pop("description") or ""
     merged.update(changes)
     spec = ModelSpec.model_validate(merged)
-    for key, value in _fields(spec, model.name).items():
+    model_service.check_backend(state, spec)
+    for key, value in model_service.row_fields(spec, model.name).items():
         setattr(model, key, value)
     await session.commit()
     state.changes.notify()

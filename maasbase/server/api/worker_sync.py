@@ -6,10 +6,12 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maasbase.backends.registry import BackendRegistry
 from maasbase.common.instances import (
     InstanceAssignment,
     InstanceReports,
@@ -36,7 +38,9 @@ router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 REPOLL_SECONDS = 2.0
 
 
-async def build_assignments(session: AsyncSession, worker_id: int) -> WorkerAssignments:
+async def build_assignments(
+    session: AsyncSession, worker_id: int, backends: BackendRegistry
+) -> WorkerAssignments:
     models = {m.id: m for m in await models_db.list_all(session)}
     items: list[InstanceAssignment] = []
     for instance in await instances_db.for_worker(session, worker_id):
@@ -59,11 +63,18 @@ async def build_assignments(session: AsyncSession, worker_id: int) -> WorkerAssi
                 tensor_parallel_size=instance.tensor_parallel_size,
                 categories=list(model.categories),
                 restart_count=instance.restart_count,
+                backend_definition=_user_definition(backends, model.backend),
             )
         )
     canonical = json.dumps([i.model_dump(mode="json") for i in items], sort_keys=True)
     revision = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return WorkerAssignments(revision=revision, instances=items)
+
+
+def _user_definition(backends: BackendRegistry, name: str) -> dict[str, Any] | None:
+    if name not in backends or backends.is_builtin(name):
+        return None
+    return backends.get(name).model_dump(mode="json")
 
 
 @router.get("/assignments", response_model=WorkerAssignments)
@@ -80,7 +91,7 @@ async def watch_assignments(
     while True:
         version = state.changes.version
         async with state.sessions() as session:
-            current = await build_assignments(session, caller.worker_id)
+            current = await build_assignments(session, caller.worker_id, state.backends)
         remaining = deadline - state.clock.monotonic()
         if current.revision != revision or remaining <= 0 or state.stopping:
             return current

@@ -17,6 +17,7 @@ from maasbase.common.instances import InstanceState
 from maasbase.common.workers import WorkerState
 from maasbase.server.controllers.queue import KeyedQueue
 from maasbase.server.controllers.scheduling import Scheduling
+from maasbase.server.db import backends as backends_db
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import models as models_db
 from maasbase.server.db import workers as workers_db
@@ -121,6 +122,8 @@ class ModelController:
     async def resync(self) -> None:
         async with self.state.sessions() as session:
             ids = [m.id for m in await models_db.list_all(session)]
+            # Another server replica may have added or removed user-defined backends.
+            self.state.backends = await backends_db.registry(session)
         for model_id in ids:
             self.queue.add(model_id)
         self.queue.add(SCHEDULE)

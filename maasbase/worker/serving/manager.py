@@ -208,7 +208,10 @@ class ServingManager:
             await self._fail(run, f"{type(exc).__name__}: {exc}")
 
     def _spec(self, a: InstanceAssignment, model_path: Path, port: int) -> LaunchSpec:
-        definition = self.registry.get(a.backend)
+        registry = self.registry
+        if a.backend_definition is not None:
+            registry = BackendRegistry.default(user=[a.backend_definition])
+        definition = registry.get(a.backend)
         categories = set(a.categories)
         category = (
             ModelCategory.EMBEDDING
