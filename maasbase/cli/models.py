@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from maasbase.cli.client import ApiClient
@@ -149,26 +152,61 @@ def list_models(server_url: ServerOpt = None, api_key: KeyOpt = None) -> None:
     out.print(table)
 
 
+def _instances_table(instances: list[dict[str, Any]]) -> Table:
+    table = Table("INSTANCE", "STATE", "WORKER", "GPUS", "PORT", "RESTARTS", "PROGRESS", "MESSAGE")
+    for i in instances:
+        gpus = ",".join(str(g) for g in i["gpu_indexes"]) or ("cpu" if i["worker_name"] else "")
+        message = i["state_message"].splitlines()[0] if i["state_message"] else ""
+        progress: Any = ""
+        download = i.get("download") or {}
+        if i["state"] == "downloading" and download.get("bytes_total"):
+            done, total = download["bytes_done"], download["bytes_total"]
+            progress = Table.grid(padding=(0, 1))
+            progress.add_row(
+                ProgressBar(total=total, completed=done, width=20),
+                f"{100 * done / total:.0f}% {done / 2**20:.0f}/{total / 2**20:.0f} MiB",
+            )
+        table.add_row(
+            i["name"], i["state"], i["worker_name"] or "", gpus, str(i["port"] or ""),
+            str(i["restart_count"]), progress, message[:80],
+        )  # fmt: skip
+    return table
+
+
 @app.command()
-def show(name: str, server_url: ServerOpt = None, api_key: KeyOpt = None) -> None:
+def show(
+    name: str,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh until every instance runs.")
+    ] = False,
+    server_url: ServerOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
     """Show a model and where each of its instances runs (or why not)."""
     client = ApiClient(server_url, api_key)
     model = client.find_model(name)
     out.print(f"[bold]{model['name']}[/] (id {model['id']}): {model['backend']}, "
               f"{model['replicas']} replica(s), placement {model['placement']}")  # fmt: skip
-    instances = client.get("/api/v1/model-instances", model_id=model["id"], per_page=1000)["items"]
-    table = Table("INSTANCE", "STATE", "WORKER", "GPUS", "PORT", "RESTARTS", "MESSAGE")
-    for i in instances:
-        gpus = ",".join(str(g) for g in i["gpu_indexes"]) or ("cpu" if i["worker_name"] else "")
-        progress = i.get("download") or {}
-        message = i["state_message"].splitlines()[0] if i["state_message"] else ""
-        if i["state"] == "downloading" and progress.get("bytes_total"):
-            message = f"{100 * progress['bytes_done'] / progress['bytes_total']:.0f}% {message}"
-        table.add_row(
-            i["name"], i["state"], i["worker_name"] or "", gpus, str(i["port"] or ""),
-            str(i["restart_count"]), message[:80],
-        )  # fmt: skip
-    out.print(table)
+
+    def fetch() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = client.get(
+            "/api/v1/model-instances", model_id=model["id"], per_page=1000
+        )["items"]
+        return items
+
+    if not watch:
+        out.print(_instances_table(fetch()))
+        return
+    with Live(_instances_table(fetch()), console=out, refresh_per_second=4) as live:
+        try:
+            while True:
+                instances = fetch()
+                live.update(_instances_table(instances))
+                if instances and all(i["state"] == "running" for i in instances):
+                    break
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()
