@@ -108,6 +108,10 @@ SimulateOpt = Annotated[
         "or a JSON file."
     ),
 ]
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option("--runtime", help="Run engines as 'process' (default) or in a 'container'."),
+]
 WorkerAddressOpt = Annotated[
     str | None,
     typer.Option(help="Address the server uses to reach this worker [default: detected]."),
@@ -133,6 +137,7 @@ def start(
     worker_port: WorkerPortOpt = None,
     worker_address: WorkerAddressOpt = None,
     simulate_gpus: SimulateOpt = None,
+    runtime: RuntimeOpt = None,
     worker_timeout: Annotated[
         float | None, typer.Option(help="Seconds without heartbeat before unreachable [30].")
     ] = None,
@@ -166,6 +171,7 @@ def start(
         worker_port=worker_port,
         worker_address=worker_address,
         simulate_gpus=simulate_gpus,
+        worker_runtime=runtime,
         worker_timeout=worker_timeout,
         heartbeat_interval=heartbeat_interval,
         log_level=log_level,
@@ -192,6 +198,7 @@ def worker(
     ] = None,
     worker_address: WorkerAddressOpt = None,
     simulate_gpus: SimulateOpt = None,
+    runtime: RuntimeOpt = None,
     connect_timeout: Annotated[
         float | None, typer.Option(help="Seconds to keep trying to reach the server [30].")
     ] = None,
@@ -211,6 +218,7 @@ def worker(
         worker_host=host,
         worker_address=worker_address,
         simulate_gpus=simulate_gpus,
+        worker_runtime=runtime,
         connect_timeout=connect_timeout,
         log_level=log_level,
         config=config,

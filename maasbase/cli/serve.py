@@ -76,6 +76,7 @@ def worker_config(settings: Settings, *, server_url: str, token: str | None) -> 
         address=settings.worker_address,
         simulate_gpus=settings.simulate_gpus,
         connect_timeout=settings.connect_timeout,
+        runtime=settings.worker_runtime,
     )
 
 

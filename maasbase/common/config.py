@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         default=None,
         description="Address the server uses to reach this worker [default: "
         "the local address that routes to the server].",
+    )
+    worker_runtime: Literal["process", "container"] = Field(
+        default="process",
+        description="Run engines as local processes or in containers (Docker/Podman).",
     )
     connect_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a starting worker keeps trying the server."

@@ -28,7 +28,9 @@ from maasbase.worker.client import CredentialRefused, ServerClient, ServerUnreac
 from maasbase.worker.hardware import detect_hardware
 from maasbase.worker.models import ModelCache
 from maasbase.worker.reporting import ReportQueue
+from maasbase.worker.serving.containers import ContainerRunner
 from maasbase.worker.serving.manager import ServingManager
+from maasbase.worker.serving.runner import LocalProcessRunner
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class WorkerConfig:
     address: str | None = None
     simulate_gpus: str | None = None
     connect_timeout: float = 30.0
+    runtime: str = "process"  # or "container"
 
     @property
     def worker_dir(self) -> Path:
@@ -86,6 +89,7 @@ class WorkerAgent:
             fetch=lambda a, progress: self.cache.ensure(a.source, progress=progress),
             report=self.reports.put,
             bind_host=config.host,
+            runner=ContainerRunner() if config.runtime == "container" else LocalProcessRunner(),
         )
 
     async def _send_reports(self, reports: list[InstanceReport]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from maasbase.backends.definition import ModelCategory, Vendor
+from maasbase.backends.definition import BackendDefinition, ModelCategory, Vendor
 from maasbase.backends.launch import LaunchContext, LaunchSpec, build_launch_spec
 from maasbase.backends.registry import BackendRegistry
 from maasbase.common.errors import MaasError
@@ -114,7 +114,7 @@ class ServingManager:
         rest. Runs once, on the first assignment list."""
         pending, self._adoptable = self._adoptable, {}
         for instance_id, record in pending.items():
-            handle = ProcessHandle(record.pid, record.create_time)
+            handle = ProcessHandle(record.pid, record.create_time, record.container_id)
             wanted = desired.get(instance_id)
             alive = self.runner.exit_code(handle) is None
             if alive and wanted is not None and assignment_key(wanted) == record.assignment_key:
@@ -183,8 +183,9 @@ class ServingManager:
             model_path = await self.fetch(a, progress)
             run.port = self.ports.allocate()
             spec = self._spec(a, model_path, run.port)
-            run.handle = self.runner.start(
-                [*spec.executable, *spec.args], spec.env, spec.cwd, run.log_path
+            definition = self._definition(a)
+            run.handle = await asyncio.to_thread(
+                self.runner.start, spec, definition, a.instance_id, run.log_path
             )
             record = RunRecord(
                 instance_id=a.instance_id,
@@ -192,6 +193,7 @@ class ServingManager:
                 assignment_key=run.key,
                 pid=run.handle.pid,
                 create_time=run.handle.create_time,
+                container_id=run.handle.container_id,
                 port=run.port,
             )
             self.records.save(record)
@@ -207,11 +209,14 @@ class ServingManager:
             logger.exception("instance %s failed", a.name)
             await self._fail(run, f"{type(exc).__name__}: {exc}")
 
-    def _spec(self, a: InstanceAssignment, model_path: Path, port: int) -> LaunchSpec:
+    def _definition(self, a: InstanceAssignment) -> BackendDefinition:
         registry = self.registry
         if a.backend_definition is not None:
             registry = BackendRegistry.default(user=[a.backend_definition])
-        definition = registry.get(a.backend)
+        return registry.get(a.backend)
+
+    def _spec(self, a: InstanceAssignment, model_path: Path, port: int) -> LaunchSpec:
+        definition = self._definition(a)
         categories = set(a.categories)
         category = (
             ModelCategory.EMBEDDING
@@ -230,6 +235,7 @@ class ServingManager:
             backend_parameters=list(a.backend_parameters),
             env=dict(a.env),
             data_dir=str(self._data_dir(a)),
+            runtime=self.runner.runtime,
         )
         return build_launch_spec(definition, context, version=a.backend_version)
 

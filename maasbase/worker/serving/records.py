@@ -21,6 +21,7 @@ class RunRecord(BaseModel):
     pid: int
     create_time: float
     port: int
+    container_id: str | None = None
 
 
 class RecordStore:

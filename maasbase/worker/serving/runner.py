@@ -18,18 +18,26 @@ from typing import Protocol
 
 import psutil
 
+from maasbase.backends.definition import BackendDefinition
+from maasbase.backends.launch import LaunchSpec, Runtime
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ProcessHandle:
+    """A running engine: a local process group, or a container (``container_id``)."""
+
     pid: int
     create_time: float
+    container_id: str | None = None
 
 
 class ProcessRunner(Protocol):
+    runtime: Runtime
+
     def start(
-        self, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path
+        self, spec: LaunchSpec, definition: BackendDefinition, instance_id: int, log_path: Path
     ) -> ProcessHandle: ...
 
     def exit_code(self, handle: ProcessHandle) -> int | None:
@@ -42,19 +50,21 @@ class ProcessRunner(Protocol):
 
 
 class LocalProcessRunner:
+    runtime = Runtime.PROCESS
+
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(
-        self, argv: list[str], env: dict[str, str], cwd: str | None, log_path: Path
+        self, spec: LaunchSpec, definition: BackendDefinition, instance_id: int, log_path: Path
     ) -> ProcessHandle:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             # argv comes from a backend definition, never through a shell.
             proc = subprocess.Popen(  # noqa: S603
-                argv,
-                env={**os.environ, **env},
-                cwd=cwd,
+                [*spec.executable, *spec.args],
+                env={**os.environ, **spec.env},
+                cwd=spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
