@@ -24,6 +24,7 @@ class PrincipalKind(StrEnum):
     USER = "user"  # logged in with a password (bearer token or session cookie)
     API_KEY = "api_key"
     WORKER = "worker"
+    GATEWAY = "gateway"  # a gateway process, authenticated by the cluster token
 
 
 @dataclass(frozen=True)

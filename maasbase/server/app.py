@@ -16,9 +16,12 @@ from maasbase.server.api import (
     backends,
     catalog,
     errors,
+    gateway_sync,
     health,
     instance_logs,
     models,
+    providers,
+    usage,
     users,
     worker_sync,
     workers,
@@ -83,6 +86,9 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         instance_logs,
         catalog,
         backends,
+        providers,
+        gateway_sync,
+        usage,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from maasbase.common.auth import Principal, PrincipalKind, Scope
 from maasbase.common.errors import Unauthenticated
 from maasbase.server.db import api_keys as api_keys_db
+from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import User
@@ -79,6 +82,18 @@ async def from_worker_credential(session: AsyncSession, presented: str) -> Princ
         scope=Scope.INFERENCE,
         worker_id=worker.id,
     )
+
+
+async def from_cluster_token(session: AsyncSession, token: str) -> Principal:
+    """The registration token also authenticates gateway processes."""
+    expected = await system_settings.get(session, system_settings.REGISTRATION_TOKEN_HASH)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if expected is None or not hmac.compare_digest(digest, expected):
+        raise Unauthenticated("invalid token")
+    return Principal(
+        kind=PrincipalKind.GATEWAY, user_id=None, name="gateway", is_admin=False,
+        scope=Scope.INFERENCE,
+    )  # fmt: skip
 
 
 def user_principal(user: User) -> Principal:

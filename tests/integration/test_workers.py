@@ -139,10 +139,11 @@ async def test_wrong_token_and_worker_credential_limits(harness: Harness, token:
         response = await worker.post("/api/v1/workers/register", json=registration("other"))
         assert response.status_code == 403
         assert "belongs to worker 'w1'" in response.json()["error"]["message"]
-    # A user token is not a worker credential.
+    # The cluster token (it authenticates gateways) is not a worker credential.
     async with harness.client(token) as client:
         response = await client.post("/api/v1/workers/heartbeat", json={"hardware": hardware()})
-        assert response.status_code == 401
+        assert response.status_code == 403
+        assert "for workers" in response.json()["error"]["message"]
 
 
 async def test_admin_labels_maintenance_and_delete(

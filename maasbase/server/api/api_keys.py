@@ -9,10 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from maasbase.common.auth import Principal
 from maasbase.common.errors import Conflict, InvalidRequest, NotFound
-from maasbase.server.api.deps import Caller, Paging, Session, State
+from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db.tables import ApiKey
-from maasbase.server.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from maasbase.server.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyLimits, ApiKeyOut
 from maasbase.server.schemas.common import Page
 from maasbase.server.security import api_keys as key_material
 
@@ -53,6 +53,10 @@ async def create_key(
             scope=body.scope.value,
             allowed_models=body.allowed_models,
             expires_at=body.expires_at,
+            rpm_limit=body.rpm_limit,
+            tpm_limit=body.tpm_limit,
+            token_quota=body.token_quota,
+            quota_period=body.quota_period,
         )
         await session.commit()
     except IntegrityError as exc:
@@ -91,6 +95,18 @@ async def list_keys(
 @router.get("/{key_id}", response_model=ApiKeyOut)
 async def get_key(key_id: int, caller: Caller, session: Session) -> ApiKey:
     return await _load_visible(session, caller, key_id)
+
+
+@router.patch("/{key_id}", response_model=ApiKeyOut)
+async def set_limits(key_id: int, body: ApiKeyLimits, admin: Admin, session: Session) -> ApiKey:
+    """Admins set a key's rate limits and token quota (null removes a limit)."""
+    key = await _load_visible(session, admin, key_id)
+    for field, value in body.model_dump(exclude_unset=True).items():
+        if field == "quota_period" and value is None:
+            continue
+        setattr(key, field, value)
+    await session.commit()
+    return key
 
 
 @router.delete("/{key_id}", status_code=204)

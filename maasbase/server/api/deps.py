@@ -14,6 +14,7 @@ from maasbase.common.errors import Forbidden, Unauthenticated
 from maasbase.server import authn
 from maasbase.server.schemas.common import MAX_PER_PAGE
 from maasbase.server.security import api_keys as key_material
+from maasbase.server.security import tokens
 from maasbase.server.state import ServerState
 
 
@@ -47,6 +48,8 @@ async def get_principal(request: Request, state: State, session: Session) -> Pri
         principal = await authn.from_worker_credential(session, token)
     elif key_material.looks_like_api_key(token):
         principal = await authn.from_api_key(session, token, now=datetime.fromtimestamp(now, UTC))
+    elif not tokens.looks_like_jwt(token):
+        principal = await authn.from_cluster_token(session, token)
     else:
         principal = await authn.from_access_token(session, token, secret=state.jwt_secret, now=now)
     request.state.principal = principal
@@ -57,8 +60,10 @@ async def get_principal(request: Request, state: State, session: Session) -> Pri
 
 
 async def require_management(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    if principal.kind is PrincipalKind.WORKER:
-        raise Forbidden("worker credentials may only call the worker endpoints")
+    if principal.kind in (PrincipalKind.WORKER, PrincipalKind.GATEWAY):
+        raise Forbidden(
+            f"{principal.kind} credentials may only call the {principal.kind} endpoints"
+        )
     if not principal.scope.allows_management():
         raise Forbidden(
             f"this API key has scope '{principal.scope}'; the management API needs a key "
@@ -86,6 +91,15 @@ async def require_worker(principal: Annotated[Principal, Depends(get_principal)]
 
 
 WorkerCaller = Annotated[Principal, Depends(require_worker)]
+
+
+async def require_gateway(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.kind is not PrincipalKind.GATEWAY:
+        raise Forbidden("this endpoint is for gateways; authenticate with the cluster token")
+    return principal
+
+
+GatewayCaller = Annotated[Principal, Depends(require_gateway)]
 
 
 class PageParams:

@@ -55,8 +55,10 @@ async def create(
     scope: str,
     allowed_models: list[Any] | None,
     expires_at: datetime | None,
+    **limits: Any,
 ) -> ApiKey:
     key = ApiKey(
+        **limits,
         user_id=user_id,
         name=name,
         active_name=name,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,6 +18,10 @@ class ApiKeyCreate(Strict):
     expires_at: datetime | None = Field(
         default=None, description="ISO 8601 time with a time zone; absent means never."
     )
+    rpm_limit: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tpm_limit: int | None = Field(default=None, ge=1, description="Tokens per minute.")
+    token_quota: int | None = Field(default=None, ge=1, description="Tokens per quota period.")
+    quota_period: Literal["day", "month"] = "month"
 
     @field_validator("allowed_models")
     @classmethod
@@ -48,9 +53,22 @@ class ApiKeyOut(BaseModel):
     scope: Scope
     allowed_models: list[str] | None
     expires_at: datetime | None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    token_quota: int | None = None
+    quota_period: str = "month"
     revoked_at: datetime | None
     created_at: datetime
 
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="The full key. Shown only once: store it now.")
+
+
+class ApiKeyLimits(Strict):
+    """Admin changes to a key's limits; null removes a limit."""
+
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+    token_quota: int | None = Field(default=None, ge=1)
+    quota_period: Literal["day", "month"] | None = None

@@ -1,18 +1,12 @@
 """Hugging Face BERT checkpoints to GGUF, so llama.cpp serves them as embedding models.
 
-llama.cpp loads only GGUF files. A sentence-transformers or plain ``transformers``
-BERT folder (``config.json`` + ``model.safetensors`` + a WordPiece vocabulary) is
-converted here with ``gguf`` and ``numpy`` alone, producing the file that llama.cpp's
-own ``convert_hf_to_gguf.py`` writes for ``BertModel`` at its default ``f16`` output
-type: architecture ``bert``, the same hyperparameter keys, the vocabulary in
-llama.cpp's "phantom space" form (``▁word`` starts a word, ``##piece`` becomes
-``piece``, control tokens are kept as they are), special tokens and pooling from the
-folder's tokenizer and sentence-transformers files, norms/biases/position and token
-type embeddings in F32 and the other matrices in F16.
-
-``prepare_for_backend`` is the entry point for serving: it returns the path to give
-the engine, converting once into a cache folder and reusing that file while the
-source files keep their size and modification time.
+llama.cpp loads only GGUF. A sentence-transformers or ``transformers`` BERT folder
+(``config.json``, ``*.safetensors``, a WordPiece vocabulary) is converted with ``gguf``
+and ``numpy`` alone into the file llama.cpp's ``convert_hf_to_gguf.py`` writes for
+``BertModel`` at its default ``f16`` output: architecture ``bert``, the same keys, the
+vocabulary in llama.cpp's phantom-space form, special tokens and pooling from the
+folder's files, norms, biases, position and token type embeddings in F32, other
+matrices in F16. ``prepare_for_backend`` converts once into a cache folder for serving.
 """
 
 from __future__ import annotations
@@ -46,12 +40,7 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 OutType = Literal["f16", "f32"]
 FloatArray = npt.NDArray[np.float32]
 
-_SAFETENSORS_DTYPES: dict[str, type[np.generic]] = {
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": np.uint16,
-    "F64": np.float64,
-}
+_DTYPES: dict[str, type[np.generic]] = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 # Tensors a BERT embedding model does not use (pooler, masked-LM and NSP heads).
 _SKIPPED = re.compile(
     r"^(embeddings\.position_ids|pooler\..*|cls\.(predictions|seq_relationship)\..*)$"
@@ -104,9 +93,6 @@ def needs_conversion(path: Path, backend: str) -> bool:
     return isinstance(config, dict) and _is_bert(config)
 
 
-# -- safetensors ---------------------------------------------------------------------
-
-
 def _safetensors_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -131,12 +117,9 @@ def _iter_safetensors(path: Path) -> Iterator[tuple[str, FloatArray]]:
         except ValueError as exc:
             raise ModelConversionError(f"{path} has a corrupt safetensors header") from exc
         base = 8 + length
-        entries = sorted(
-            ((k, v) for k, v in header.items() if k != "__metadata__"),
-            key=lambda item: int(item[1]["data_offsets"][0]),
-        )
-        for name, info in entries:
-            dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        header.pop("__metadata__", None)
+        for name, info in sorted(header.items()):  # safetensors' own key order
+            dtype = _DTYPES.get(info["dtype"])
             if dtype is None:
                 if _SKIPPED.match(_canonical(name)):
                     continue
@@ -152,13 +135,6 @@ def _iter_safetensors(path: Path) -> Iterator[tuple[str, FloatArray]]:
             else:
                 array = data.astype(np.float32)
             yield name, array.reshape([int(d) for d in info["shape"]])
-
-
-# -- vocabulary ------------------------------------------------------------------------
-
-
-def _looks_special(token: str) -> bool:
-    return token.startswith("<|") and token.endswith("|>")
 
 
 def _special_names(folder: Path) -> dict[str, str]:
@@ -229,7 +205,7 @@ def bert_vocabulary(folder: Path, vocab_size: int) -> tuple[list[str], list[int]
         if token is None:
             token, kind = f"[PAD{i}]", gguf.TokenType.USER_DEFINED
         elif i in added:
-            special = added[i] or _looks_special(token)
+            special = added[i] or (token.startswith("<|") and token.endswith("|>"))
             kind = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
         else:
             kind = gguf.TokenType.NORMAL
@@ -254,9 +230,6 @@ def pooling_type(folder: Path) -> gguf.PoolingType | None:
                 f"{folder}: only mean, CLS and last-token pooling can be served by llama.cpp"
             )
     return None
-
-
-# -- conversion ------------------------------------------------------------------------
 
 
 def _canonical(name: str) -> str:
@@ -334,9 +307,8 @@ def _write(writer: gguf.GGUFWriter, folder: Path, outtype: OutType) -> None:
     writer.add_feed_forward_length(int(_hparam(config, "intermediate_size", "n_inner")))
     writer.add_head_count(int(_hparam(config, "num_attention_heads", "n_head")))
     writer.add_layer_norm_eps(float(_hparam(config, "layer_norm_eps", "layer_norm_epsilon")))
-    writer.add_file_type(
-        gguf.LlamaFileType.ALL_F32 if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16
-    )
+    file_type = gguf.LlamaFileType.ALL_F32 if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16
+    writer.add_file_type(file_type)
     writer.add_causal_attention(False)
     if (pooling := pooling_type(folder)) is not None:
         writer.add_pooling_type(pooling)
@@ -384,9 +356,6 @@ def convert_bert_to_gguf(folder: Path, out: Path, *, outtype: OutType = "f16") -
     return out
 
 
-# -- cache for serving -------------------------------------------------------------------
-
-
 def _fingerprint(folder: Path) -> str:
     """A digest of the folder's files (name, size, modification time) one level deep."""
     digest = hashlib.sha256(f"v{CONVERTER_VERSION}".encode())
@@ -396,7 +365,7 @@ def _fingerprint(folder: Path) -> str:
         stat = path.stat()
         rel = path.relative_to(folder).as_posix()
         digest.update(f"\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:16]  # prepare_for_backend's glob expects 16 hex digits
 
 
 def cache_file_stem(folder: Path) -> str:
@@ -422,7 +391,7 @@ def prepare_for_backend(path: Path, backend: str, cache_dir: Path) -> Path:
         return target
     logger.info("converting %s to GGUF at %s", path, target)
     convert_bert_to_gguf(path, target)
-    for stale in cache_dir.glob(f"{stem}-*.gguf"):
+    for stale in cache_dir.glob(f"{stem}-{'[0-9a-f]' * 16}.gguf"):
         if stale != target:
             with contextlib.suppress(OSError):
                 stale.unlink()

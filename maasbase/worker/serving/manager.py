@@ -32,6 +32,7 @@ from maasbase.common.instances import (
     InstanceState,
     WorkerAssignments,
 )
+from maasbase.worker.models.convert import needs_conversion, prepare_for_backend
 from maasbase.worker.serving import logs
 from maasbase.worker.serving.ports import PortAllocator
 from maasbase.worker.serving.records import RecordStore, RunRecord
@@ -181,6 +182,11 @@ class ServingManager:
                            f"{a.source.describe()}", download=p)  # fmt: skip
 
             model_path = await self.fetch(a, progress)
+            if needs_conversion(model_path, a.backend):
+                self._send(run, InstanceState.DOWNLOADING, f"converting {model_path.name} to GGUF")
+                model_path = await asyncio.to_thread(
+                    prepare_for_backend, model_path, a.backend, self.worker_dir / "converted"
+                )
             run.port = self.ports.allocate()
             spec = self._spec(a, model_path, run.port)
             definition = self._definition(a)

@@ -1,0 +1,72 @@
+"""What gateways need from the control plane: the routing table (long-poll), API key
+checks, and a place to send usage batches. Authenticated with the cluster token."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Query, Response
+
+from maasbase.common.routing import KeyCheck, KeyGrant, KeyLimits, RoutingTable, UsageBatch
+from maasbase.server import authn, routing_table
+from maasbase.server.api.deps import GatewayCaller, Session, State
+from maasbase.server.db import api_keys as api_keys_db
+from maasbase.server.db import usage as usage_db
+
+router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
+
+REPOLL_SECONDS = 2.0
+
+
+@router.get("/routes", response_model=RoutingTable)
+async def watch_routes(
+    _gateway: GatewayCaller,
+    state: State,
+    revision: str | None = Query(default=None),
+    wait: float = Query(default=0, ge=0, le=60),
+) -> RoutingTable:
+    """The routing table, at once when it differs from ``revision``, else when it changes
+    or after ``wait`` seconds."""
+    deadline = state.clock.monotonic() + wait
+    while True:
+        version = state.changes.version
+        async with state.sessions() as session:
+            table = await routing_table.build(session)
+        remaining = deadline - state.clock.monotonic()
+        if table.revision != revision or remaining <= 0 or state.stopping:
+            return table
+        await state.changes.wait(version, min(remaining, REPOLL_SECONDS))
+
+
+@router.post("/keys/check", response_model=KeyGrant)
+async def check_key(
+    body: KeyCheck, _gateway: GatewayCaller, state: State, session: Session
+) -> KeyGrant:
+    """Who an API key belongs to and what it may do; 401 with the reason otherwise."""
+    now = datetime.fromtimestamp(state.clock.now(), UTC)
+    principal = await authn.from_api_key(session, body.key, now=now)
+    assert principal.api_key_id is not None
+    assert principal.user_id is not None
+    key = await api_keys_db.get(session, principal.api_key_id)
+    assert key is not None
+    return KeyGrant(
+        api_key_id=key.id,
+        user_id=principal.user_id,
+        username=principal.name,
+        scope=key.scope,
+        allowed_models=list(principal.allowed_models) if principal.allowed_models else None,
+        expires_at=key.expires_at,
+        limits=KeyLimits(
+            requests_per_minute=key.rpm_limit,
+            tokens_per_minute=key.tpm_limit,
+            token_quota=key.token_quota,
+            quota_period=key.quota_period,
+        ),
+    )
+
+
+@router.post("/usage", status_code=202)
+async def ingest_usage(body: UsageBatch, _gateway: GatewayCaller, session: Session) -> Response:
+    await usage_db.insert_batch(session, body.records)
+    await session.commit()
+    return Response(status_code=202)

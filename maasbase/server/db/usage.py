@@ -1,0 +1,73 @@
+"""Usage records: batched inserts from gateways, aggregates for the usage API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maasbase.common.routing import UsageRecord as UsageIn
+from maasbase.server.db.tables import UsageRecord
+
+
+def _group_column(name: str) -> ColumnElement[Any]:
+    if name == "day":
+        return func.date(UsageRecord.time).label(name)
+    column = {
+        "model": UsageRecord.model,
+        "user": UsageRecord.user_id,
+        "key": UsageRecord.api_key_id,
+    }[name]
+    return column.label(name)
+
+
+GROUPS = ("day", "model", "user", "key")
+
+
+async def insert_batch(session: AsyncSession, records: list[UsageIn]) -> int:
+    if not records:
+        return 0
+    await session.execute(insert(UsageRecord), [r.model_dump() for r in records])
+    return len(records)
+
+
+async def aggregate(
+    session: AsyncSession,
+    *,
+    group_by: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    user_id: int | None,
+) -> list[dict[str, Any]]:
+    columns = [_group_column(g) for g in group_by]
+    query = select(
+        *columns,
+        func.count().label("requests"),
+        func.coalesce(func.sum(UsageRecord.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label("completion_tokens"),
+        func.avg(UsageRecord.latency_ms).label("avg_latency_ms"),
+        func.avg(UsageRecord.ttft_ms).label("avg_ttft_ms"),
+        func.count(case((UsageRecord.status >= 400, 1))).label("errors"),
+    )
+    if start is not None:
+        query = query.where(UsageRecord.time >= start)
+    if end is not None:
+        query = query.where(UsageRecord.time < end)
+    if user_id is not None:
+        query = query.where(UsageRecord.user_id == user_id)
+    if columns:
+        query = query.group_by(*columns).order_by(*columns)
+    rows = (await session.execute(query)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+async def tokens_used(session: AsyncSession, api_key_id: int, *, since: datetime) -> int:
+    """Prompt + completion tokens a key used since ``since`` (for quotas)."""
+    total = await session.scalar(
+        select(
+            func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)
+        ).where(UsageRecord.api_key_id == api_key_id, UsageRecord.time >= since)
+    )
+    return int(total or 0)
