@@ -163,3 +163,29 @@ def test_deploy_chat_crash_restart_logs_delete(platform: Platform, tmp_path: Pat
         lambda: not psutil.pid_exists(restarted["pid"]), timeout=30, what="the engine process gone"
     )
     wait_until(lambda: _port_free(restarted["port"]), timeout=10, what="the port freed")
+
+
+def test_catalog_embedding_model_is_converted_and_served(platform: Platform) -> None:
+    """all-MiniLM-L6-v2 ships as safetensors; the worker converts it to GGUF for llama.cpp."""
+    from tests.support.bert_reference import minilm_folder  # skips or fails when missing
+
+    minilm_folder()
+    response = platform.call("POST", "/api/v1/catalog/all-minilm-l6-v2/deploy", json={})
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert model["categories"] == ["embedding"]
+
+    def running() -> bool:
+        items = platform.instances(model["id"])
+        return bool(items) and items[0]["state"] == "running"
+
+    wait_until(running, timeout=120, what="the embedding model running")
+    [instance] = platform.instances(model["id"])
+    result = httpx.post(
+        f"http://127.0.0.1:{instance['port']}/v1/embeddings",
+        json={"model": "all-minilm-l6-v2", "input": ["A man is playing a guitar."]},
+        timeout=60,
+    )
+    assert result.status_code == 200, result.text
+    vector = result.json()["data"][0]["embedding"]
+    assert len(vector) == 384
