@@ -189,3 +189,74 @@ def test_catalog_embedding_model_is_converted_and_served(platform: Platform) -> 
     assert result.status_code == 200, result.text
     vector = result.json()["data"][0]["embedding"]
     assert len(vector) == 384
+
+
+def test_restarted_worker_adopts_its_running_engine(tmp_path: Path) -> None:
+    """A worker killed hard leaves its engine running; the restarted worker adopts it (and a
+    later delete still stops it), so nothing leaks."""
+    port, worker_port = free_port(), free_port()
+    args = [
+        "start",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'maas.db'}",
+        "--bootstrap-password",
+        PASSWORD,
+        "--worker-port",
+        str(worker_port),
+        "--heartbeat-interval",
+        "1",
+    ]
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    model_file = write_tiny_gguf(tmp_path / "tiny.gguf")
+    with process(*args, log=tmp_path / "first.log") as first:
+        wait_until(ready, timeout=60, what="the platform")
+        platform = Platform(base)
+        model_id = platform.call(
+            "POST",
+            "/api/v1/models",
+            json={
+                "name": "tiny",
+                "source": {"type": "local_path", "path": str(model_file)},
+                "backend_parameters": ["-c", "256", "-np", "1"],
+            },
+        ).json()["id"]
+        wait_until(
+            lambda: platform.instances(model_id)[0]["state"] == "running",
+            timeout=90,
+            what="running",
+        )
+        [before] = platform.instances(model_id)
+        first.kill()  # no clean shutdown: the engine keeps running on its own
+        first.wait()
+    assert psutil.pid_exists(before["pid"])
+
+    with process(*args, log=tmp_path / "second.log") as second:
+        wait_until(ready, timeout=60, what="the platform again")
+        platform = Platform(base)
+
+        def adopted() -> bool:
+            [item] = platform.instances(model_id)
+            return item["state"] == "running" and "adopted" in item["state_message"]
+
+        wait_until(adopted, timeout=60, what="the engine adopted")
+        [after] = platform.instances(model_id)
+        assert after["pid"] == before["pid"]
+        assert after["port"] == before["port"]
+        assert platform.call("DELETE", f"/api/v1/models/{model_id}").status_code == 204
+        wait_until(
+            lambda: not psutil.pid_exists(before["pid"]),
+            timeout=30,
+            what="the adopted engine stopped",
+        )
+        assert stop(second) == 0
