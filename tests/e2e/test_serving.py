@@ -8,13 +8,20 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.support.processes import free_port, process, stop, wait_until
+from tests.support.processes import (
+    Api,
+    free_port,
+    process,
+    start_args,
+    stop,
+    wait_ready,
+    wait_until,
+)
 from tests.support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.e2e
@@ -22,57 +29,17 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "admin-password-1"
 
 
-class Platform:
-    def __init__(self, base: str) -> None:
-        self.base = base
-        login = httpx.post(
-            f"{base}/api/v1/auth/login",
-            json={"username": "admin", "password": PASSWORD},
-            timeout=10,
-        )
-        login.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(
-            method, f"{self.base}{path}", headers=self.headers, timeout=30, **kwargs
-        )
-
-    def instances(self, model_id: int) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.call(
-            "GET", "/api/v1/model-instances", params={"model_id": model_id}
-        ).json()["items"]
-        return items
+def _args(tmp_path: Path, port: int, worker_port: int) -> list[str]:
+    extra = ("--worker-port", str(worker_port), "--heartbeat-interval", "1")
+    return start_args(tmp_path, port, PASSWORD, *extra)
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+def platform(tmp_path: Path) -> Iterator[Api]:
     port = free_port()
-    args = [
-        "start",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--database-url",
-        f"sqlite:///{tmp_path / 'maas.db'}",
-        "--bootstrap-password",
-        PASSWORD,
-        "--worker-port",
-        str(free_port()),
-        "--heartbeat-interval",
-        "1",
-    ]
-    with process(*args, log=tmp_path / "maas.log") as proc:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=60, what="the platform")
-        yield Platform(f"http://127.0.0.1:{port}")
+    with process(*_args(tmp_path, port, free_port()), log=tmp_path / "maas.log") as proc:
+        wait_ready(f"http://127.0.0.1:{port}")
+        yield Api(f"http://127.0.0.1:{port}", PASSWORD)
         assert stop(proc) == 0
 
 
@@ -87,7 +54,7 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def test_deploy_chat_crash_restart_logs_delete(platform: Platform, tmp_path: Path) -> None:
+def test_deploy_chat_crash_restart_logs_delete(platform: Api, tmp_path: Path) -> None:
     model_file = write_tiny_gguf(tmp_path / "tiny.gguf")
     response = platform.call(
         "POST",
@@ -165,7 +132,7 @@ def test_deploy_chat_crash_restart_logs_delete(platform: Platform, tmp_path: Pat
     wait_until(lambda: _port_free(restarted["port"]), timeout=10, what="the port freed")
 
 
-def test_catalog_embedding_model_is_converted_and_served(platform: Platform) -> None:
+def test_catalog_embedding_model_is_converted_and_served(platform: Api) -> None:
     """all-MiniLM-L6-v2 ships as safetensors; the worker converts it to GGUF for llama.cpp."""
     from tests.support.bert_reference import minilm_folder  # skips or fails when missing
 
@@ -194,34 +161,14 @@ def test_catalog_embedding_model_is_converted_and_served(platform: Platform) -> 
 def test_restarted_worker_adopts_its_running_engine(tmp_path: Path) -> None:
     """A worker killed hard leaves its engine running; the restarted worker adopts it (and a
     later delete still stops it), so nothing leaks."""
-    port, worker_port = free_port(), free_port()
-    args = [
-        "start",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--database-url",
-        f"sqlite:///{tmp_path / 'maas.db'}",
-        "--bootstrap-password",
-        PASSWORD,
-        "--worker-port",
-        str(worker_port),
-        "--heartbeat-interval",
-        "1",
-    ]
+    port = free_port()
+    args = _args(tmp_path, port, free_port())
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
 
     model_file = write_tiny_gguf(tmp_path / "tiny.gguf")
     with process(*args, log=tmp_path / "first.log") as first:
-        wait_until(ready, timeout=60, what="the platform")
-        platform = Platform(base)
+        wait_ready(base)
+        platform = Api(base, PASSWORD)
         model_id = platform.call(
             "POST",
             "/api/v1/models",
@@ -242,8 +189,8 @@ def test_restarted_worker_adopts_its_running_engine(tmp_path: Path) -> None:
     assert psutil.pid_exists(before["pid"])
 
     with process(*args, log=tmp_path / "second.log") as second:
-        wait_until(ready, timeout=60, what="the platform again")
-        platform = Platform(base)
+        wait_ready(base)
+        platform = Api(base, PASSWORD)
 
         def adopted() -> bool:
             [item] = platform.instances(model_id)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.model_files import write_tiny_gguf
-from tests.support.processes import MAAS, free_port, process, stop, wait_until
+from tests.support.processes import MAAS, free_port, process, start_args, stop, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -20,27 +20,9 @@ PASSWORD = "admin-password-1"
 def test_model_commands(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    args = [
-        "start",
-        "--no-worker",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--database-url",
-        f"sqlite:///{tmp_path / 'maas.db'}",
-        "--bootstrap-password",
-        PASSWORD,
-    ]
+    args = start_args(tmp_path, port, PASSWORD, "--no-worker")
     with process(*args, log=tmp_path / "server.log") as server:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout=60, what="the server")
+        wait_ready(base)
         token = httpx.post(
             f"{base}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
         ).json()["access_token"]

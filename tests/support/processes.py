@@ -79,6 +79,45 @@ class Api:
         response.raise_for_status()
         return response.json()
 
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.base}{path}", headers=self.headers, timeout=30, **kwargs
+        )
+
+    def instances(self, model_id: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get("/api/v1/model-instances", model_id=model_id)[
+            "items"
+        ]
+        return items
+
+
+def wait_ready(base: str, *, timeout: float = 60) -> None:
+    """Wait until the server at ``base`` answers /readyz."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(ready, timeout=timeout, what=f"the server at {base}")
+
+
+def start_args(tmp_path: Path, port: int, password: str, *extra: str) -> list[str]:
+    """``maas-base start`` on SQLite in ``tmp_path`` with a fixed admin password."""
+    return [
+        "start",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'maas.db'}",
+        "--bootstrap-password",
+        password,
+        *extra,
+    ]
+
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
