@@ -12,6 +12,7 @@ from maasbase.server.db import instances as instances_db
 from maasbase.server.db import models as models_db
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db import workers as workers_db
+from maasbase.server.state import ServerState
 
 
 def _host(address: str) -> str:
@@ -63,3 +64,20 @@ async def build(session: AsyncSession) -> RoutingTable:
     routed.sort(key=lambda m: m.name)
     canonical = "".join(m.model_dump_json() for m in routed)
     return RoutingTable(revision=hashlib.sha256(canonical.encode()).hexdigest()[:16], models=routed)
+
+
+REPOLL_SECONDS = 2.0
+
+
+async def watch(state: ServerState, revision: str | None, wait: float) -> RoutingTable:
+    """At once when the table differs from ``revision``; else when it changes, or after
+    ``wait`` seconds (the database is re-read every few seconds, for other replicas)."""
+    deadline = state.clock.monotonic() + wait
+    while True:
+        version = state.changes.version
+        async with state.sessions() as session:
+            table = await build(session)
+        remaining = deadline - state.clock.monotonic()
+        if table.revision != revision or remaining <= 0 or state.stopping:
+            return table
+        await state.changes.wait(version, min(remaining, REPOLL_SECONDS))

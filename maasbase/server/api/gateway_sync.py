@@ -6,16 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.routing import KeyCheck, KeyGrant, KeyLimits, RoutingTable, UsageBatch
 from maasbase.server import authn, routing_table
 from maasbase.server.api.deps import GatewayCaller, Session, State
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db import usage as usage_db
+from maasbase.server.state import ServerState
 
 router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
-
-REPOLL_SECONDS = 2.0
 
 
 @router.get("/routes", response_model=RoutingTable)
@@ -27,24 +27,14 @@ async def watch_routes(
 ) -> RoutingTable:
     """The routing table, at once when it differs from ``revision``, else when it changes
     or after ``wait`` seconds."""
-    deadline = state.clock.monotonic() + wait
-    while True:
-        version = state.changes.version
-        async with state.sessions() as session:
-            table = await routing_table.build(session)
-        remaining = deadline - state.clock.monotonic()
-        if table.revision != revision or remaining <= 0 or state.stopping:
-            return table
-        await state.changes.wait(version, min(remaining, REPOLL_SECONDS))
+    return await routing_table.watch(state, revision, wait)
 
 
-@router.post("/keys/check", response_model=KeyGrant)
-async def check_key(
-    body: KeyCheck, _gateway: GatewayCaller, state: State, session: Session
-) -> KeyGrant:
-    """Who an API key belongs to and what it may do; 401 with the reason otherwise."""
+async def grant_for_key(session: AsyncSession, state: ServerState, presented: str) -> KeyGrant:
+    """Who an API key belongs to and what it may do; raises ``Unauthenticated`` with the
+    reason otherwise."""
     now = datetime.fromtimestamp(state.clock.now(), UTC)
-    principal = await authn.from_api_key(session, body.key, now=now)
+    principal = await authn.from_api_key(session, presented, now=now)
     assert principal.api_key_id is not None
     assert principal.user_id is not None
     key = await api_keys_db.get(session, principal.api_key_id)
@@ -63,6 +53,14 @@ async def check_key(
             quota_period=key.quota_period,
         ),
     )
+
+
+@router.post("/keys/check", response_model=KeyGrant)
+async def check_key(
+    body: KeyCheck, _gateway: GatewayCaller, state: State, session: Session
+) -> KeyGrant:
+    """Who an API key belongs to and what it may do; 401 with the reason otherwise."""
+    return await grant_for_key(session, state, body.key)
 
 
 @router.post("/usage", status_code=202)

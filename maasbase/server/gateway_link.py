@@ -1,0 +1,48 @@
+"""The gateway's seams, implemented inside the control plane process (``maas-base start``
+serves ``/v1`` on the same port): routes, key checks and usage go straight to the
+database instead of over HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+from maasbase.common.errors import Unauthenticated
+from maasbase.common.routing import KeyGrant, RoutingTable, UsageBatch
+from maasbase.server import routing_table
+from maasbase.server.api.gateway_sync import grant_for_key
+from maasbase.server.db import usage as usage_db
+from maasbase.server.state import ServerState
+
+logger = logging.getLogger(__name__)
+
+WATCH_SECONDS = 25.0
+
+
+class LocalRoutes:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def watch(self, revision: str | None) -> RoutingTable:
+        return await routing_table.watch(self.state, revision, WATCH_SECONDS)
+
+
+class LocalKeys:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def check(self, key: str) -> KeyGrant | None:
+        async with self.state.sessions() as session:
+            try:
+                return await grant_for_key(session, self.state, key)
+            except Unauthenticated:
+                return None
+
+
+class LocalUsage:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def send(self, batch: UsageBatch) -> None:
+        async with self.state.sessions() as session:
+            await usage_db.insert_batch(session, batch.records)
+            await session.commit()
