@@ -144,6 +144,9 @@ def start(
     heartbeat_interval: Annotated[
         float | None, typer.Option(help="Seconds between worker heartbeats [5].")
     ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis for limits shared by gateway replicas.")
+    ] = None,
     deploy: Annotated[
         list[str] | None,
         typer.Option(help="Deploy a catalog model by name (repeat), e.g. smollm2-135m-instruct."),
@@ -174,6 +177,7 @@ def start(
         worker_runtime=runtime,
         worker_timeout=worker_timeout,
         heartbeat_interval=heartbeat_interval,
+        redis_url=redis_url,
         log_level=log_level,
         config=config,
     )
@@ -243,6 +247,26 @@ def reset_admin_password(
     settings = _settings(data_dir=data_dir, database_url=database_url, config=config)
     _setup_logging("warning")
     _run(reset(settings, password, console))
+
+
+@app.command()
+def gateway(
+    server_url: Annotated[str, typer.Option(help="Server to follow, e.g. http://10.0.0.1:8080.")],
+    token: Annotated[str, typer.Option(help="The cluster token (the server's <data-dir>/token).")],
+    host: Annotated[str, typer.Option(help="Bind address.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port.")] = 8081,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis shared by replicas for exact limits.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Gateway processes on this port.")] = 1,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run a standalone gateway (scale out: any number of them, behind a load balancer)."""
+    from maasbase.gateway.standalone import run_gateway
+
+    _setup_logging(log_level)
+    console.print(f"gateway on {host}:{port} following {server_url}")
+    _run(run_gateway(server_url, token, host, port, redis_url, workers))
 
 
 def _register_subcommands() -> None:

@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rich.console import Console
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from maasbase.common.config import Settings
-from maasbase.common.http_server import bind, make_server
+from maasbase.common.http_server import EmbeddedServer, bind, make_server
+from maasbase.gateway.app import GatewayApp, create_gateway_app
 from maasbase.server.app import create_app
 from maasbase.server.bootstrap import TOKEN_FILE
 from maasbase.server.db.engine import normalize_url, redact
 from maasbase.server.embedded_db import EmbeddedPostgres
+from maasbase.server.gateway_link import LocalKeys, LocalRoutes, LocalUsage
 from maasbase.server.runtime import Opened, close_server, open_server
 from maasbase.worker.agent import WorkerAgent, WorkerConfig
 
@@ -95,6 +98,7 @@ def _banner(console: Console, settings: Settings, url: str, opened: Opened) -> N
     base = _local_url(settings)
     console.print(f"[bold green]MaaS-Base[/] control plane at [bold]{base}[/]")
     console.print(f"  API docs:  {base}/api/docs")
+    console.print(f"  OpenAI-compatible API: {base}/v1 (Authorization: Bearer <API key>)")
     console.print(f"  data dir:  {settings.data_dir}")
     kind = "embedded PostgreSQL" if not settings.database_url else "external"
     console.print(f"  database:  {kind} ({redact(normalize_url(url))})")
@@ -155,6 +159,32 @@ async def serve(settings: Settings, console: Console, *, deploy: list[str] | Non
     console.print("MaaS-Base stopped.")
 
 
+def combine(server_app: ASGIApp, gateway_app: ASGIApp) -> ASGIApp:
+    """One port: ``/v1/*`` goes to the gateway, everything else (and the lifespan) to the
+    control plane."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+            await gateway_app(scope, receive, send)
+        else:
+            await server_app(scope, receive, send)
+
+    return app
+
+
+def local_gateway(settings: Settings, opened: Opened) -> GatewayApp:
+    from maasbase.gateway.limits_redis import RedisLimitStore
+
+    state = opened.state
+    return create_gateway_app(
+        routes=LocalRoutes(state),
+        keys=LocalKeys(state),
+        usage=LocalUsage(state),
+        limits=RedisLimitStore.from_url(settings.redis_url) if settings.redis_url else None,
+    )
+
+
 async def _run_control_plane(
     settings: Settings,
     console: Console,
@@ -163,7 +193,25 @@ async def _run_control_plane(
     sock: socket.socket,
     stop: asyncio.Event,
 ) -> None:
-    server = make_server(create_app(opened.state), log_level=settings.log_level)
+    gateway = local_gateway(settings, opened)
+    app = combine(create_app(opened.state), gateway)
+    server = make_server(app, log_level=settings.log_level)
+    await gateway.start()
+    try:
+        await _serve_until_stopped(settings, console, url, opened, sock, stop, server)
+    finally:
+        await gateway.aclose()
+
+
+async def _serve_until_stopped(
+    settings: Settings,
+    console: Console,
+    url: str,
+    opened: Opened,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    server: EmbeddedServer,
+) -> None:
     async with asyncio.TaskGroup() as group:
         # The socket already listens, so the local worker may connect before uvicorn
         # accepts: its requests wait in the backlog.

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Seconds between worker heartbeats (told to workers)."
     )
 
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis shared by gateway replicas for exact rate limits and quotas.",
+    )
+
     # Worker side.
     no_worker: bool = Field(default=False, description="start: run no local worker.")
     server_url: str | None = Field(default=None, description="Server a worker joins.")
