@@ -27,7 +27,9 @@ class EmbeddedServer(uvicorn.Server):
 def bind(host: str, port: int, *, what: str, flag: str) -> socket.socket:
     """Bind a listening socket now, so a busy port is a clear error before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only for
+    # such sockets; without it every keep-alive response waits for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

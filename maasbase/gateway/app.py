@@ -1,0 +1,275 @@
+"""The gateway as one lean ASGI app: ``/v1/*`` dispatch, lifecycle, model listing.
+
+``create_gateway_app`` wires the seams (routing source, key resolver, usage sink,
+limit store, upstream client) into a ``GatewayApp``. Run it as the top-level app
+(uvicorn's lifespan starts and stops it) or mount it: the control plane dispatches
+``/v1/*`` to it and calls ``start()`` and ``aclose()`` itself. Paths are looked up in
+a dict; there is no per-request framework (no routing tree, middleware or models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from maasbase.common.clock import Clock, SystemClock
+from maasbase.common.errors import MaasError, NotFound, Unavailable
+from maasbase.common.routing import RoutedModel
+from maasbase.gateway.aiohttp_upstream import AiohttpUpstreamClient
+from maasbase.gateway.asgi import Call, Receive, Scope, Send
+from maasbase.gateway.auth import CachedKeyResolver, Caller, KeyResolver
+from maasbase.gateway.balancer import Balancer
+from maasbase.gateway.config import GatewayConfig
+from maasbase.gateway.errors import (
+    ClientDisconnected,
+    InvalidApiKey,
+    MethodNotAllowed,
+    ModelNotFound,
+    NoUpstream,
+)
+from maasbase.gateway.handlers import ENDPOINTS, Handlers
+from maasbase.gateway.limits import LimitStore, MemoryLimitStore
+from maasbase.gateway.metering import UsageMeter, UsageSink
+from maasbase.gateway.proxy import Forwarder
+from maasbase.gateway.routing import RouteHolder, RoutingSource, follow_routes
+from maasbase.gateway.upstream import PooledUpstreamClient, UpstreamClient
+
+logger = logging.getLogger("maasbase.gateway")
+
+Route = Callable[[Call], Awaitable[None]]
+
+
+class GatewayApp:
+    def __init__(
+        self,
+        *,
+        routes: RoutingSource,
+        keys: KeyResolver,
+        usage: UsageSink,
+        limits: LimitStore | None = None,
+        config: GatewayConfig | None = None,
+        clock: Clock | None = None,
+        upstream: UpstreamClient | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config = config or GatewayConfig()
+        self.clock = clock = clock or SystemClock()
+        self.source = routes
+        self.holder = RouteHolder()
+        self.balancer = Balancer(config.policy, cooldown=config.cooldown, rng=rng)
+        self.holder.on_change(lambda snapshot: self.balancer.retain(snapshot.upstream_ids))
+        self.keys = CachedKeyResolver(
+            keys, clock=clock, ttl=config.key_cache_ttl, negative_ttl=config.key_negative_ttl
+        )
+        self.meter = UsageMeter(
+            usage, flush_interval=config.usage_flush_interval, batch_size=config.usage_batch_size
+        )
+        self.limits: LimitStore = limits or MemoryLimitStore()
+        self.upstream = upstream or _upstream_client(config)
+        self.forwarder = Forwarder(
+            self.upstream,
+            self.balancer,
+            clock,
+            retries=config.retries,
+            retry_statuses=config.retry_statuses,
+        )
+        self.handlers = Handlers(self)
+        self._affinity_header = (
+            config.affinity_header.lower().encode() if config.affinity_header else None
+        )
+        self._post: dict[str, Route] = {
+            path: self.handlers.openai(endpoint) for path, endpoint in ENDPOINTS.items()
+        }
+        self._post["/v1/messages"] = self.handlers.messages
+        self._get: dict[str, Route] = {
+            "/v1/models": self._models,
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # lifecycle
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(follow_routes(self.source, self.holder), name="gateway-routes"),
+            loop.create_task(self.meter.run(), name="gateway-usage"),
+        ]
+
+    async def aclose(self) -> None:
+        """Stop following routes, send the usage still buffered, close connections."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            async with asyncio.timeout(5):
+                await self.meter.flush()
+        except TimeoutError:
+            logger.warning("usage not sent at shutdown: %d records", self.meter.pending)
+        await self.upstream.aclose()
+        await self.limits.aclose()
+
+    # ASGI
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = Call(scope, receive, send, self._affinity_header)
+        path: str = scope["path"]
+        root = scope.get("root_path")
+        if root and not path.startswith(root):  # mounted by a router that strips its prefix
+            path = root + path
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        method = scope["method"]
+        try:
+            route = (self._post if method == "POST" else self._get).get(path)
+            if route is None:
+                route = self._fallback(path, method)
+            await route(call)
+        except MaasError as exc:
+            await call.fail(exc)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            if not call.swallow_cancel():
+                raise
+        except Exception:
+            logger.exception("gateway error on %s %s", method, path)
+            await call.fail(MaasError("internal gateway error; the gateway's log has details"))
+        finally:
+            call.close()
+
+    def _fallback(self, path: str, method: str) -> Route:
+        if method == "GET" and path.startswith("/v1/models/"):
+            return self._model
+        if path in self._post or path in self._get:
+            raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        raise NotFound(f"there is no endpoint {method} {path} in this OpenAI-compatible API")
+
+    # shared steps
+    async def caller(self, call: Call) -> Caller:
+        if call.api_key is None:
+            raise InvalidApiKey(
+                "no API key; send it as 'Authorization: Bearer <key>' (create one in the UI "
+                "or with the management API)"
+            )
+        caller = await self.keys.resolve(call.api_key.decode("latin-1"))
+        if caller is None:
+            raise InvalidApiKey("invalid API key; check the key or create a new one")
+        caller.check_usable(self.clock.now())
+        return caller
+
+    async def routes_loaded(self) -> None:
+        """Wait (a little) for the first routing table after a start."""
+        if self.holder.loaded.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.config.routes_wait):
+                await self.holder.loaded.wait()
+        except TimeoutError:
+            raise Unavailable(
+                "the gateway has no routing table yet; check that it can reach the "
+                "control plane, then retry"
+            ) from None
+
+    async def routed(self, name: str) -> RoutedModel:
+        await self.routes_loaded()
+        model = self.holder.snapshot.models.get(name)
+        if model is None:
+            raise ModelNotFound(
+                f"model '{name}' does not exist; GET /v1/models lists the models you may use",
+                details={"param": "model"},
+            )
+        if not model.upstreams:
+            raise NoUpstream(
+                f"model '{name}' has no running instance; start or scale up a deployment of "
+                "it, or retry once an instance is running"
+            )
+        return model
+
+    # GET endpoints
+    def _model_entry(self, model: RoutedModel) -> dict[str, Any]:
+        return {"id": model.name, "object": "model", "created": model.created,
+                "owned_by": model.owned_by}  # fmt: skip
+
+    async def _models(self, call: Call) -> None:
+        caller = await self.caller(call)
+        await self.routes_loaded()
+        models = self.holder.snapshot.models.values()
+        data = [self._model_entry(m) for m in models if caller.may_use(m.name)]
+        await call.json(200, {"object": "list", "data": data})
+
+    async def _model(self, call: Call) -> None:
+        caller = await self.caller(call)
+        name = call.scope["path"].removeprefix("/v1/models/")
+        model = self.holder.snapshot.models.get(name)
+        if model is None or not caller.may_use(name):
+            raise ModelNotFound(f"model '{name}' does not exist", details={"param": "model"})
+        await call.json(200, self._model_entry(model))
+
+    async def _healthz(self, call: Call) -> None:
+        await call.json(200, {"status": "ok"})
+
+    async def _readyz(self, call: Call) -> None:
+        ready = self.holder.loaded.is_set()
+        body = {"status": "ready" if ready else "waiting for the routing table",
+                "revision": self.holder.snapshot.revision}  # fmt: skip
+        await call.json(200 if ready else 503, body)
+
+
+def _upstream_client(config: GatewayConfig) -> UpstreamClient:
+    if config.upstream_client == "aiohttp":
+        return AiohttpUpstreamClient(
+            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+        )
+    return PooledUpstreamClient(
+        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+    )
+
+
+def create_gateway_app(
+    *,
+    routes: RoutingSource,
+    keys: KeyResolver,
+    usage: UsageSink,
+    limits: LimitStore | None = None,
+    config: GatewayConfig | None = None,
+    clock: Clock | None = None,
+    upstream: UpstreamClient | None = None,
+) -> GatewayApp:
+    """The gateway's ASGI app. As the top-level app, uvicorn's lifespan starts it; when
+    mounted, call ``await app.start()`` at startup and ``await app.aclose()`` at shutdown."""
+    return GatewayApp(
+        routes=routes,
+        keys=keys,
+        usage=usage,
+        limits=limits,
+        config=config,
+        clock=clock,
+        upstream=upstream,
+    )

@@ -1,0 +1,166 @@
+"""Per-key limits: requests per minute, tokens per minute, token quota per day or month.
+
+The policy is pure: ``admit`` looks at a key's carried usage, its ``KeyLimits`` and
+``now`` and says whether the request may start, or how long until it may. Requests are
+counted in an exact sliding window (a request is admitted only if fewer than the limit
+started in the last 60 s); tokens are known only once a request ends, so a request is
+admitted while the window's tokens are below the limit and its tokens are added after.
+A ``LimitStore`` carries the state: ``MemoryLimitStore`` for one process (check and
+consume happen without an ``await`` between them, so they are atomic), or the Redis
+store in ``limits_redis`` to share limits between gateway replicas.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from maasbase.common.routing import KeyLimits
+from maasbase.gateway.errors import QuotaExceeded, RateLimited
+
+WINDOW = 60.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    retry_after: float = 0.0
+    reason: str = ""  # "requests", "tokens" or "quota" when refused
+
+    def raise_if_refused(self, limits: KeyLimits) -> None:
+        if self.allowed:
+            return
+        wait = max(1, round(self.retry_after + 0.5))
+        if self.reason == "quota":
+            raise QuotaExceeded(
+                f"this API key used its quota of {limits.token_quota} tokens per "
+                f"{limits.quota_period}; it renews in {wait} s, or ask an administrator "
+                "to raise it",
+                retry_after=self.retry_after,
+            )
+        if self.reason == "tokens":
+            what = f"{limits.tokens_per_minute} tokens per minute"
+        else:
+            what = f"{limits.requests_per_minute} requests per minute"
+        raise RateLimited(
+            f"rate limit reached for this API key ({what}); retry after {wait} s",
+            retry_after=self.retry_after,
+        )
+
+
+ADMITTED = Admission(True)
+
+
+class SlidingLog:
+    """Amounts with the time they were added; the sum of those inside the window."""
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.total = 0
+
+    def expire(self, now: float, window: float) -> None:
+        horizon = now - window
+        entries = self.entries
+        while entries and entries[0][0] <= horizon:
+            self.total -= entries.popleft()[1]
+
+    def add(self, now: float, amount: int) -> None:
+        self.entries.append((now, amount))
+        self.total += amount
+
+    def wait_below(self, limit: int, now: float, window: float) -> float:
+        """Seconds until the sum is below ``limit`` (0 when it already is)."""
+        excess = self.total - limit + 1
+        if excess <= 0:
+            return 0.0
+        for when, amount in self.entries:
+            excess -= amount
+            if excess <= 0:
+                return min(window, max(0.0, when + window - now))
+        return window
+
+
+def quota_period(period: str, now: float) -> tuple[float, float]:
+    """Start and end (epoch seconds, UTC) of the quota period that contains ``now``."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.timestamp(), start.timestamp() + 86400.0
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.timestamp(), start.replace(year=year, month=month).timestamp()
+
+
+@dataclass
+class KeyUsage:
+    requests: SlidingLog = field(default_factory=SlidingLog)
+    tokens: SlidingLog = field(default_factory=SlidingLog)
+    quota_start: float = 0.0
+    quota_used: int = 0
+
+
+def admit(usage: KeyUsage, limits: KeyLimits, now: float) -> Admission:
+    """Decide whether one more request may start now; count it when it may."""
+    if limits.token_quota is not None:
+        start, end = quota_period(limits.quota_period, now)
+        if usage.quota_start != start:
+            usage.quota_start, usage.quota_used = start, 0
+        if usage.quota_used >= limits.token_quota:
+            return Admission(False, end - now, "quota")
+    if limits.tokens_per_minute is not None:
+        usage.tokens.expire(now, WINDOW)
+        wait = usage.tokens.wait_below(limits.tokens_per_minute, now, WINDOW)
+        if wait > 0:
+            return Admission(False, wait, "tokens")
+    if limits.requests_per_minute is not None:
+        usage.requests.expire(now, WINDOW)
+        wait = usage.requests.wait_below(limits.requests_per_minute, now, WINDOW)
+        if wait > 0:
+            return Admission(False, wait, "requests")
+        usage.requests.add(now, 1)
+    return ADMITTED
+
+
+def consume(usage: KeyUsage, limits: KeyLimits, tokens: int, now: float) -> None:
+    """Add a finished request's tokens to the minute window and the quota."""
+    if tokens <= 0:
+        return
+    if limits.tokens_per_minute is not None:
+        usage.tokens.add(now, tokens)
+    if limits.token_quota is not None:
+        start, _ = quota_period(limits.quota_period, now)
+        if usage.quota_start != start:
+            usage.quota_start, usage.quota_used = start, 0
+        usage.quota_used += tokens
+
+
+class LimitStore(Protocol):
+    async def admit(self, key_id: int, limits: KeyLimits, now: float) -> Admission: ...
+
+    async def consume(self, key_id: int, limits: KeyLimits, tokens: int, now: float) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryLimitStore:
+    """Limits exact within this process."""
+
+    def __init__(self) -> None:
+        self.usage: dict[int, KeyUsage] = {}
+
+    def _usage(self, key_id: int) -> KeyUsage:
+        usage = self.usage.get(key_id)
+        if usage is None:
+            usage = self.usage[key_id] = KeyUsage()
+        return usage
+
+    async def admit(self, key_id: int, limits: KeyLimits, now: float) -> Admission:
+        return admit(self._usage(key_id), limits, now)
+
+    async def consume(self, key_id: int, limits: KeyLimits, tokens: int, now: float) -> None:
+        consume(self._usage(key_id), limits, tokens, now)
+
+    async def aclose(self) -> None:
+        self.usage.clear()

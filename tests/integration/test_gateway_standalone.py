@@ -1,0 +1,316 @@
+"""The gateway against a control plane over HTTP: the HTTP seams in-process, then the
+standalone gateway as real processes (one, and two sharing limits through Redis).
+
+``FakeControlPlane`` is a fake of the server's gateway endpoints (aiohttp, real port):
+``GET /api/v1/gateway/routes`` (long poll), ``POST /api/v1/gateway/keys/check``,
+``POST /api/v1/gateway/usage``, all behind the gateway's bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from maasbase.common.errors import ConfigurationError
+from maasbase.common.routing import KeyGrant, KeyLimits, RoutingTable, UsageBatch, UsageRecord
+from maasbase.gateway.app import create_gateway_app
+from maasbase.gateway.auth import HttpKeyResolver
+from maasbase.gateway.config import GatewayConfig
+from maasbase.gateway.fakes import grant, routing_table
+from maasbase.gateway.limits_redis import PREFIX
+from maasbase.gateway.metering import HttpUsageSink
+from maasbase.gateway.routing import HttpRoutingSource
+from maasbase.gateway.testing import StubUpstream, listening_socket, serving
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "gateway-token"
+CHAT = [{"role": "user", "content": "hi"}]
+
+
+class FakeControlPlane:
+    def __init__(self, table: RoutingTable, keys: dict[str, KeyGrant]) -> None:
+        self.table = table
+        self.keys = keys
+        self.batches: list[UsageBatch] = []
+        self.route_polls = 0
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    @property
+    def records(self) -> list[UsageRecord]:
+        return [r for b in self.batches for r in b.records]
+
+    def set_table(self, table: RoutingTable) -> None:
+        self.table = table
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _authorized(self, request: web.Request) -> None:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            raise web.HTTPUnauthorized()
+
+    async def _routes(self, request: web.Request) -> web.Response:
+        self._authorized(request)
+        self.route_polls += 1
+        if request.query.get("revision") == self.table.revision:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), float(request.query.get("wait", "20")))
+        return web.Response(text=self.table.model_dump_json(), content_type="application/json")
+
+    async def _check(self, request: web.Request) -> web.Response:
+        self._authorized(request)
+        found = self.keys.get((await request.json())["key"])
+        if found is None:
+            return web.json_response({"detail": "invalid key"}, status=401)
+        return web.Response(text=found.model_dump_json(), content_type="application/json")
+
+    async def _usage(self, request: web.Request) -> web.Response:
+        self._authorized(request)
+        self.batches.append(UsageBatch.model_validate_json(await request.read()))
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/api/v1/gateway/routes", self._routes)
+        app.router.add_post("/api/v1/gateway/keys/check", self._check)
+        app.router.add_post("/api/v1/gateway/usage", self._usage)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        sock = listening_socket()
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self.url
+
+    async def aclose(self) -> None:
+        self._changed.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[StubUpstream]:
+    upstream = StubUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.aclose()
+
+
+@pytest.fixture
+async def control(stub: StubUpstream) -> AsyncIterator[FakeControlPlane]:
+    plane = FakeControlPlane(routing_table("r1", {"m": [stub.base_url]}), {"sk": grant(7)})
+    await plane.start()
+    yield plane
+    await plane.aclose()
+
+
+async def eventually_true(check: Callable[[], bool], within: float = 3.0) -> None:
+    for _ in range(int(within / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_http_seams_follow_routes_check_keys_and_send_usage(
+    control: FakeControlPlane, stub: StubUpstream
+) -> None:
+    routes = HttpRoutingSource(control.url, TOKEN, wait=5)
+    keys = HttpKeyResolver(control.url, TOKEN)
+    usage = HttpUsageSink(control.url, TOKEN)
+    config = GatewayConfig(usage_flush_interval=0.05)
+    app = create_gateway_app(routes=routes, keys=keys, usage=usage, config=config)
+    try:
+        async with (
+            serving(app) as url,
+            openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk", max_retries=0) as sdk,
+        ):
+            await sdk.chat.completions.create(model="m", messages=CHAT)  # type: ignore[arg-type]
+            stream = await sdk.chat.completions.create(model="m", messages=CHAT, stream=True)  # type: ignore[arg-type]
+            assert len([c async for c in stream]) == 7
+            with pytest.raises(openai.AuthenticationError):
+                async with openai.AsyncOpenAI(
+                    base_url=f"{url}/v1", api_key="sk-unknown", max_retries=0
+                ) as wrong:
+                    await wrong.models.list()
+            await eventually_true(lambda: len(control.records) == 2)
+            tokens = [(r.prompt_tokens, r.completion_tokens, r.stream) for r in control.records]
+            assert tokens == [(7, 5, False), (7, 5, True)]
+            assert {r.api_key_id for r in control.records} == {7}
+
+            control.set_table(routing_table("r2", {"m": [stub.base_url], "n": [stub.base_url]}))
+            await eventually_true(lambda: app.holder.snapshot.revision == "r2", within=1.0)
+            await sdk.chat.completions.create(model="n", messages=CHAT)  # type: ignore[arg-type]
+
+            await control.aclose()  # the control plane goes down
+            await sdk.chat.completions.create(model="n", messages=CHAT)  # type: ignore[arg-type]
+            assert app.holder.snapshot.revision == "r2"
+    finally:
+        await routes.aclose()
+        await keys.aclose()
+        await usage.aclose()
+
+
+async def test_a_rejected_gateway_token_is_a_configuration_error(
+    control: FakeControlPlane,
+) -> None:
+    routes = HttpRoutingSource(control.url, "wrong-token", wait=1)
+    try:
+        with pytest.raises(ConfigurationError, match="--token"):
+            await routes.watch(None)
+    finally:
+        await routes.aclose()
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+@asynccontextmanager
+async def gateway_process(
+    server_url: str, port: int, log: Path, *extra: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A standalone gateway process; stopped with SIGTERM while this loop keeps serving
+    the fake control plane (which receives the gateway's last usage batch)."""
+    command = ["-m", "maasbase.gateway.standalone", "--server-url", server_url,
+               "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
+    with log.open("wb") as handle:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *command,
+            env={**os.environ, "MAAS_GATEWAY_TOKEN": TOKEN},
+            stdout=handle,
+            stderr=handle,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise AssertionError(f"the gateway ignored SIGTERM:\n{tail(log)}") from None
+
+
+async def wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            assert proc.returncode is None, tail(log)
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"gateway not ready:\n{tail(log)}")
+
+
+def free_port() -> int:
+    sock = listening_socket()
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+async def test_standalone_gateway_process(control: FakeControlPlane, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "gateway.log"
+    async with gateway_process(control.url, port, log) as proc:
+        await wait_ready(url, proc, log)
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk", max_retries=0) as sdk:
+            reply = await sdk.chat.completions.create(model="m", messages=CHAT)  # type: ignore[arg-type]
+            assert reply.usage is not None
+            assert reply.usage.total_tokens == 12
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 10)
+    assert len(control.records) == 1  # sent at the latest when the gateway stops
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("MAAS_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("MAAS_TEST_REQUIRE_ALL_DATABASES") == "1":
+            pytest.fail("MAAS_TEST_REDIS_URL is not set but MAAS_TEST_REQUIRE_ALL_DATABASES=1")
+        pytest.skip("MAAS_TEST_REDIS_URL is not set")
+    return url
+
+
+async def test_two_gateway_processes_share_limits_through_redis(
+    control: FakeControlPlane, redis_url: str, tmp_path: Path
+) -> None:
+    key_id = random.randrange(10**9, 2 * 10**9)
+    control.keys["sk-limited"] = grant(key_id, limits=KeyLimits(requests_per_minute=3))
+    ports = [free_port(), free_port()]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        async with (
+            gateway_process(control.url, ports[0], logs[0], "--redis-url", redis_url) as a,
+            gateway_process(control.url, ports[1], logs[1], "--redis-url", redis_url) as b,
+        ):
+            await wait_ready(urls[0], a, logs[0])
+            await wait_ready(urls[1], b, logs[1])
+            statuses = []
+            async with httpx.AsyncClient() as http:
+                for i in range(6):
+                    response = await http.post(
+                        f"{urls[i % 2]}/v1/chat/completions",
+                        json={"model": "m", "messages": CHAT},
+                        headers={"Authorization": "Bearer sk-limited"},
+                    )
+                    statuses.append(response.status_code)
+                    if response.status_code == 429:
+                        assert int(response.headers["retry-after"]) >= 1
+                        assert json.loads(response.text)["error"]["code"] == "rate_limit_exceeded"
+            assert statuses == [200, 200, 200, 429, 429, 429]
+    finally:
+        client = aioredis.Redis.from_url(redis_url)
+        async for name in client.scan_iter(f"{PREFIX}:{{{key_id}}}:*"):
+            await client.delete(name)
+        await client.aclose()
+
+
+async def test_standalone_gateway_with_two_worker_processes(
+    control: FakeControlPlane, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "workers.log"
+    async with gateway_process(control.url, port, log, "--workers", "2") as proc:
+        await wait_ready(url, proc, log)
+        for _ in range(8):  # new connections: the kernel spreads them over both
+            async with httpx.AsyncClient() as fresh:
+                response = await fresh.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "m", "messages": CHAT},
+                    headers={"Authorization": "Bearer sk"},
+                )
+            assert response.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"{url}/readyz")  # no worker was left behind
