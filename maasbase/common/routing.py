@@ -9,7 +9,7 @@ defaults.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +57,23 @@ class KeyLimits(BaseModel):
     tokens_per_minute: int | None = None
     token_quota: int | None = Field(default=None, description="Tokens per quota period.")
     quota_period: str = Field(default="month", description="day or month.")
+    quota_used: int = Field(
+        default=0, description="Tokens already used in the current period (when granted)."
+    )
+    quota_period_start: float | None = Field(
+        default=None, description="Start (epoch seconds) of the period quota_used covers."
+    )
+
+
+def quota_period(period: str, now: float) -> tuple[float, float]:
+    """Start and end (epoch seconds, UTC) of the quota period that contains ``now``."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.timestamp(), start.timestamp() + 86400.0
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.timestamp(), start.replace(year=year, month=month).timestamp()
 
 
 class KeyCheck(BaseModel):

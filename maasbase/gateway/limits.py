@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
-from maasbase.common.routing import KeyLimits
+from maasbase.common.routing import KeyLimits, quota_period
 from maasbase.gateway.errors import QuotaExceeded, RateLimited
 
 WINDOW = 60.0
@@ -82,17 +81,6 @@ class SlidingLog:
         return window
 
 
-def quota_period(period: str, now: float) -> tuple[float, float]:
-    """Start and end (epoch seconds, UTC) of the quota period that contains ``now``."""
-    moment = datetime.fromtimestamp(now, UTC)
-    if period == "day":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.timestamp(), start.timestamp() + 86400.0
-    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
-    return start.timestamp(), start.replace(year=year, month=month).timestamp()
-
-
 @dataclass
 class KeyUsage:
     requests: SlidingLog = field(default_factory=SlidingLog)
@@ -101,12 +89,19 @@ class KeyUsage:
     quota_used: int = 0
 
 
+def _start_period(usage: KeyUsage, limits: KeyLimits, start: float) -> None:
+    """Enter the quota period beginning at ``start``; tokens the control plane had already
+    counted in it when the key was granted carry over (a restarted gateway keeps quotas)."""
+    if usage.quota_start != start:
+        carried = limits.quota_used if limits.quota_period_start == start else 0
+        usage.quota_start, usage.quota_used = start, carried
+
+
 def admit(usage: KeyUsage, limits: KeyLimits, now: float) -> Admission:
     """Decide whether one more request may start now; count it when it may."""
     if limits.token_quota is not None:
         start, end = quota_period(limits.quota_period, now)
-        if usage.quota_start != start:
-            usage.quota_start, usage.quota_used = start, 0
+        _start_period(usage, limits, start)
         if usage.quota_used >= limits.token_quota:
             return Admission(False, end - now, "quota")
     if limits.tokens_per_minute is not None:
@@ -131,8 +126,7 @@ def consume(usage: KeyUsage, limits: KeyLimits, tokens: int, now: float) -> None
         usage.tokens.add(now, tokens)
     if limits.token_quota is not None:
         start, _ = quota_period(limits.quota_period, now)
-        if usage.quota_start != start:
-            usage.quota_start, usage.quota_used = start, 0
+        _start_period(usage, limits, start)
         usage.quota_used += tokens
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from maasbase.common.routing import KeyLimits
-from maasbase.gateway.limits import ADMITTED, WINDOW, Admission, quota_period
+from maasbase.common.routing import KeyLimits, quota_period
+from maasbase.gateway.limits import ADMITTED, WINDOW, Admission
 
 logger = logging.getLogger("maasbase.gateway.limits")
 

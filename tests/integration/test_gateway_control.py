@@ -109,7 +109,7 @@ async def test_key_checks_usage_and_limits(
         bad = await gateway.post("/api/v1/gateway/keys/check", json={"key": "mb_nope_nope"})
         assert bad.status_code == 401
 
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(harness.clock.now(), UTC)  # mid-month on the fake clock
         records = [
             {
                 "time": (now - timedelta(days=d)).isoformat(),
@@ -126,6 +126,13 @@ async def test_key_checks_usage_and_limits(
         ]
         accepted = await gateway.post("/api/v1/gateway/usage", json={"records": records})
         assert accepted.status_code == 202
+
+    # The grant carries the tokens already used this period, for quotas across restarts.
+    await admin.patch(f"/api/v1/api-keys/{key['id']}", json={"token_quota": 10_000})
+    async with harness.client(cluster_token) as gateway:
+        grant = (await gateway.post("/api/v1/gateway/keys/check", json={"key": key["key"]})).json()
+    assert grant["limits"]["token_quota"] == 10_000
+    assert grant["limits"]["quota_used"] == 45  # all three records fall in this month
 
     by_model = (await admin.get("/api/v1/usage", params={"group_by": "model"})).json()
     rows = {r["model"]: r for r in by_model["items"]}

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from maasbase.common.routing import KeyCheck, KeyGrant, KeyLimits, RoutingTable, UsageBatch
+from maasbase.common.routing import (
+    KeyCheck,
+    KeyGrant,
+    KeyLimits,
+    RoutingTable,
+    UsageBatch,
+    quota_period,
+)
 from maasbase.server import authn, routing_table
 from maasbase.server.api.deps import GatewayCaller, Session, State
 from maasbase.server.db import api_keys as api_keys_db
@@ -39,6 +46,11 @@ async def grant_for_key(session: AsyncSession, state: ServerState, presented: st
     assert principal.user_id is not None
     key = await api_keys_db.get(session, principal.api_key_id)
     assert key is not None
+    period_start, _ = quota_period(key.quota_period, now.timestamp())
+    used = 0
+    if key.token_quota is not None:
+        since = datetime.fromtimestamp(period_start, UTC)
+        used = await usage_db.tokens_used(session, key.id, since=since)
     return KeyGrant(
         api_key_id=key.id,
         user_id=principal.user_id,
@@ -51,6 +63,8 @@ async def grant_for_key(session: AsyncSession, state: ServerState, presented: st
             tokens_per_minute=key.tpm_limit,
             token_quota=key.token_quota,
             quota_period=key.quota_period,
+            quota_used=used,
+            quota_period_start=period_start,
         ),
     )
 

@@ -110,3 +110,20 @@ async def test_memory_store_keeps_keys_apart() -> None:
     results = [(await store.admit(key, limits, 0.0)).allowed for key in (1, 1, 1, 2, 2)]
     assert results == [True, True, False, True, True]
     await store.aclose()
+
+
+def test_quota_used_before_a_restart_carries_over() -> None:
+    """A new gateway process starts from the tokens the control plane already counted."""
+    from maasbase.common.routing import KeyLimits, quota_period
+    from maasbase.gateway.limits import KeyUsage, admit, consume
+
+    now = 1_800_000_000.0
+    start, _ = quota_period("month", now)
+    limits = KeyLimits(token_quota=1000, quota_used=990, quota_period_start=start)
+    usage = KeyUsage()
+    assert admit(usage, limits, now).allowed
+    consume(usage, limits, 20, now)
+    refused = admit(usage, limits, now + 1)
+    assert not refused.allowed
+    stale = KeyLimits(token_quota=1000, quota_used=990, quota_period_start=start - 86400 * 31)
+    assert admit(KeyUsage(), stale, now).allowed  # last period's count does not carry
