@@ -317,3 +317,17 @@ async def test_model_validation(cluster: Cluster, llama8b: Path) -> None:
     await cluster.admin.post("/api/v1/models", json=model_body("dup", llama8b))
     response = await cluster.admin.post("/api/v1/models", json=model_body("dup", llama8b))
     assert response.status_code == 409
+
+
+async def test_regular_users_read_models_but_cannot_change_or_probe(
+    cluster: Cluster, llama8b: Path
+) -> None:
+    await cluster.admin.post("/api/v1/models", json=model_body("m", llama8b, replicas=0))
+    await cluster.admin.post("/api/v1/users", json={"username": "u", "password": "user-password"})
+    token = await cluster.harness.login("u", "user-password")
+    async with cluster.harness.client(token) as user:
+        assert (await user.get("/api/v1/models")).json()["total"] == 1
+        spec = {"source": {"type": "local_path", "path": "/etc"}, "backend": "vllm"}
+        assert (await user.post("/api/v1/model-evaluations", json=spec)).status_code == 403
+        assert (await user.post("/api/v1/models", json=model_body("x", llama8b))).status_code == 403
+        assert (await user.get("/api/v1/model-instances/1/logs")).status_code == 403

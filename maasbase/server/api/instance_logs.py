@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from maasbase.common.errors import NotFound, Unavailable
-from maasbase.server.api.deps import Caller, Session, State
+from maasbase.server.api.deps import Admin, Session, State
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.security.worker_secrets import worker_api_secret
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["models"])
 @router.get("/model-instances/{instance_id}/logs", response_model=None)
 async def instance_logs(
     instance_id: int,
-    _caller: Caller,
+    _admin: Admin,
     state: State,
     session: Session,
     tail: int = Query(default=100, ge=0, le=100_000, description="Lines from the end."),

@@ -154,7 +154,7 @@ async def get_instance(instance_id: int, _caller: Caller, session: Session) -> I
 
 @router.post("/model-evaluations", response_model=EvaluationOut)
 async def evaluate_model(
-    body: ModelSpec, _caller: Caller, state: State, session: Session
+    body: ModelSpec, _admin: Admin, state: State, session: Session
 ) -> EvaluationOut:
     """Dry run of the scheduler for one replica of ``body``: creates and reserves nothing."""
     scheduling = Scheduling(state)
