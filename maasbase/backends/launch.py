@@ -17,11 +17,14 @@ served model name, ...) are refused in user parameters.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,9 +41,19 @@ from maasbase.backends.definition import (
     render_template,
     template_fields,
 )
+from maasbase.backends.mindie import mindie_config
 from maasbase.common.errors import InvalidRequest
 
 Which = Callable[[str], str | None]
+ConfigGenerator = Callable[["LaunchContext"], dict[str, Any]]
+
+# Backends configured through a generated JSON file instead of a command line:
+# backend name -> (environment variable holding the file's path, generator).
+# The file is written to that path before launch, and the user's backend
+# parameters go to the generator, which validates them, rather than to argv.
+CONFIG_FILES: dict[str, tuple[str, ConfigGenerator]] = {
+    "mindie": ("MIES_CONFIG_JSON_PATH", lambda ctx: mindie_config(ctx, port=ctx.port)),
+}
 
 # Device visibility variables per vendor. AMD gets only HIP_VISIBLE_DEVICES:
 # ROCR_VISIBLE_DEVICES filters first and renumbers, so setting both to the same
@@ -137,7 +150,8 @@ class LaunchContext(_Frozen):
 
 class LaunchSpec(_Frozen):
     """Exactly what to run. ``env`` holds only the variables to add to the
-    inherited environment; ``gpu_ids`` are host indexes."""
+    inherited environment; ``gpu_ids`` are host indexes; ``files`` maps absolute
+    paths to text that must be written there before the process starts."""
 
     backend: str
     version: str
@@ -156,6 +170,7 @@ class LaunchSpec(_Frozen):
     model_path: str
     model_root: str
     data_dir: str | None
+    files: dict[str, str] = Field(default_factory=dict)
 
     @property
     def argv(self) -> list[str]:
@@ -289,6 +304,19 @@ def _command(definition: BackendDefinition, context: LaunchContext) -> list[str]
     return context.run_command
 
 
+def _config_files(name: str, context: LaunchContext, env: dict[str, str]) -> dict[str, str]:
+    if name not in CONFIG_FILES:
+        return {}
+    variable, generate = CONFIG_FILES[name]
+    path = env.get(variable, "")
+    if not os.path.isabs(path):
+        raise LaunchError(
+            f"backend {name!r} reads its configuration from the file named by {variable}, "
+            f"which must be an absolute path (e.g. {{data_dir}}/config.json); got {path!r}"
+        )
+    return {path: json.dumps(generate(context), indent=2) + "\n"}
+
+
 def build_launch_spec(
     definition: BackendDefinition,
     context: LaunchContext,
@@ -321,11 +349,11 @@ def build_launch_spec(
                 env[key] = _render(name, value, values, f"conditional env {key}")
 
     args = [_render(name, token, values, "command") for token in command]
-    merged = merge_parameters(
-        definition, args, definition.default_parameters, context.backend_parameters
-    )
+    user = [] if name in CONFIG_FILES else context.backend_parameters
+    merged = merge_parameters(definition, args, definition.default_parameters, user)
     env |= context.env
     env |= device_env(context.vendor, visible)
+    files = _config_files(name, context, env)
 
     return LaunchSpec(
         backend=name,
@@ -345,4 +373,5 @@ def build_launch_spec(
         model_path=context.model_path,
         model_root=context.model_root or context.model_path,
         data_dir=context.data_dir,
+        files=files,
     )

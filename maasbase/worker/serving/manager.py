@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,22 @@ Fetcher = Callable[[InstanceAssignment, Progress], Awaitable[Path]]
 STOP_GRACE_SECONDS = 10.0
 WATCH_SECONDS = 1.0
 LOG_TAIL_LINES = 30
+
+
+def write_spec_files(files: dict[str, str]) -> None:
+    """Write each launch file atomically (temporary file, then rename), mode 0640."""
+    for name, text in files.items():
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def assignment_key(assignment: InstanceAssignment) -> str:
@@ -190,6 +208,7 @@ class ServingManager:
             run.port = self.ports.allocate()
             spec = self._spec(a, model_path, run.port)
             definition = self._definition(a)
+            await asyncio.to_thread(write_spec_files, spec.files)
             run.handle = await asyncio.to_thread(
                 self.runner.start, spec, definition, a.instance_id, run.log_path
             )
