@@ -16,7 +16,7 @@ from maasbase.common.workers import WorkerState
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import models as models_db
 from maasbase.server.db import workers as workers_db
-from maasbase.server.db.tables import Model, ModelInstance, Worker
+from maasbase.server.db.tables import ModelInstance, Worker
 from maasbase.server.estimate import EstimateRequest, estimate_memory
 from maasbase.server.model_metadata import MetadataCache
 from maasbase.server.policies.instance_state import PLACED, Owner
@@ -125,37 +125,54 @@ class Scheduling:
         return capacity
 
     async def schedule_pending(self) -> int:
-        """Place pending instances; return how many were scheduled."""
+        """Place pending instances; return how many were scheduled.
+
+        Model metadata (possibly a hub request) is read before the database session
+        opens, so a slow hub never holds a connection.
+        """
+        async with self.state.sessions() as session:
+            pending_models = {
+                i.model_id
+                for i in await instances_db.list_all(session)
+                if i.state == InstanceState.PENDING.value
+            }
+            specs = {
+                m.id: (m.name, spec_of_row(m))
+                for m in await models_db.list_all(session)
+                if m.id in pending_models
+            }
+        if not specs:
+            return 0
+        requests: dict[int, PlacementRequest | MaasError] = {}
+        for model_id, (name, spec) in specs.items():
+            try:
+                requests[model_id] = await self.request_for(spec, name=name)
+            except MaasError as exc:
+                requests[model_id] = exc
         now = datetime.fromtimestamp(self.state.clock.now(), UTC)
         scheduled = 0
         async with self.state.sessions() as session:
-            pending = [
-                i
-                for i in await instances_db.list_all(session)
-                if i.state == InstanceState.PENDING.value
-            ]
-            if not pending:
-                return 0
-            models = {m.id: m for m in await models_db.list_all(session)}
             capacity = await self.capacity(session)
-            for instance in pending:
-                model = models.get(instance.model_id)
-                if model is None:
+            for instance in await instances_db.list_all(session):
+                request = requests.get(instance.model_id)
+                if instance.state != InstanceState.PENDING.value or request is None:
                     continue
-                if await self._place_one(instance, model, capacity, now):
+                if self._place_one(instance, request, capacity, now):
                     scheduled += 1
             await session.commit()
         if scheduled:
             self.state.changes.notify()
         return scheduled
 
-    async def _place_one(
-        self, instance: ModelInstance, model: Model, capacity: CapacityIndex, now: datetime
+    def _place_one(
+        self,
+        instance: ModelInstance,
+        request: PlacementRequest | MaasError,
+        capacity: CapacityIndex,
+        now: datetime,
     ) -> bool:
-        try:
-            request = await self.request_for(spec_of_row(model), name=model.name)
-        except MaasError as exc:
-            instance.state_message = f"waiting: {exc.message}"
+        if isinstance(request, MaasError):
+            instance.state_message = f"waiting: {request.message}"
             return False
         result = place(request, capacity)
         if isinstance(result, Unschedulable):
