@@ -11,11 +11,14 @@ import json
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
+
+from maasbase.server.estimate import ModelMetadata
 
 Q = gguf.GGMLQuantizationType
 
@@ -215,3 +218,27 @@ def write_sparse_llama_gguf(path: Path, shape: tuple[int, ...] = LLAMA3_70B) -> 
     )
     os.truncate(path, data_start + data)
     return path
+
+
+# Metadata as the readers report it for the two Llama-3 shapes above.
+LLAMA3_8B_METADATA = ModelMetadata(
+    architecture="llama",
+    num_layers=32,
+    num_attention_heads=32,
+    num_kv_heads=8,
+    head_dim=128,
+    hidden_size=4096,
+    max_context=8192,
+    weight_bytes=16_060_522_496,
+    dtype="BF16",
+    vocab_size=128256,
+    intermediate_size=14336,
+)
+LLAMA3_70B_METADATA = replace(
+    LLAMA3_8B_METADATA,
+    num_layers=80,
+    num_attention_heads=64,
+    hidden_size=8192,
+    weight_bytes=141_107_412_992,
+    intermediate_size=28672,
+)

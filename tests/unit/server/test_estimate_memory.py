@@ -22,31 +22,12 @@ from maasbase.server.estimate import (
     resolve_settings,
     valid_tensor_parallel_sizes,
 )
+from tests.support.model_files import LLAMA3_8B_METADATA as LLAMA3_8B
+from tests.support.model_files import LLAMA3_70B_METADATA as LLAMA3_70B
 
 MiB = 1024**2
 GiB = 1024**3
 
-LLAMA3_8B = ModelMetadata(
-    architecture="llama",
-    num_layers=32,
-    num_attention_heads=32,
-    num_kv_heads=8,
-    head_dim=128,
-    hidden_size=4096,
-    max_context=8192,
-    weight_bytes=16_060_522_496,
-    dtype="BF16",
-    vocab_size=128256,
-    intermediate_size=14336,
-)
-LLAMA3_70B = replace(
-    LLAMA3_8B,
-    num_layers=80,
-    num_attention_heads=64,
-    hidden_size=8192,
-    weight_bytes=141_107_412_992,
-    intermediate_size=28672,
-)
 # Overhead, see maasbase.server.estimate.memory: CUDA context + CUDA graphs (512 MiB each),
 # 8192 batched tokens × (3 × ffn / TP + 4 × hidden) × 2 B, 256 sequences × vocab × 8 B.
 SAMPLER = 256 * 128256 * 8

@@ -31,34 +31,14 @@ from maasbase.server.scheduler import (
     evaluate,
     place,
 )
+from tests.support.model_files import LLAMA3_8B_METADATA as LLAMA3_8B
+from tests.support.model_files import LLAMA3_70B_METADATA as LLAMA3_70B
 
 GiB = 1024**3
 NV = GpuVendor.NVIDIA
 FIXTURES = Path(maasbase.__file__).parent / "worker" / "hardware" / "fixtures"
 H100_TOTAL = 85_520_809_984  # bytes, from the 8xH100 fixture
 RTX4090_TOTAL = 25_757_220_864
-
-LLAMA3_8B = ModelMetadata(
-    architecture="llama",
-    num_layers=32,
-    num_attention_heads=32,
-    num_kv_heads=8,
-    head_dim=128,
-    hidden_size=4096,
-    max_context=8192,
-    weight_bytes=16_060_522_496,
-    dtype="BF16",
-    vocab_size=128256,
-    intermediate_size=14336,
-)
-LLAMA3_70B = replace(
-    LLAMA3_8B,
-    num_layers=80,
-    num_attention_heads=64,
-    hidden_size=8192,
-    weight_bytes=141_107_412_992,
-    intermediate_size=28672,
-)
 
 
 def fixture_worker(
