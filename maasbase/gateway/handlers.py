@@ -139,6 +139,16 @@ class Handlers:
             )
             admission.raise_if_refused(grant.limits)
 
+    def _refused(
+        self, call: Call, caller: Caller, model: str, endpoint: str, exc: MaasError
+    ) -> None:
+        """Meter a request the gateway answered itself (bad body, model not allowed or
+        unknown, limits, no instance) against the key that sent it."""
+        grant = caller.grant
+        usage = Usage(self.app.clock.now(), grant.api_key_id, grant.user_id, model, endpoint,
+                      None, exc.status_code, latency_ms=call.elapsed_ms)  # fmt: skip
+        self.app.meter.record(usage)
+
     def _affinity(self, call: Call, payload: dict[str, Any] | None) -> str | None:
         if call.affinity is not None:
             return call.affinity.decode("latin-1")
@@ -150,36 +160,41 @@ class Handlers:
     async def _openai(self, call: Call, endpoint: Endpoint) -> None:
         app = self.app
         caller = await app.caller(call)
-        body = await call.read_body(app.config.max_body_bytes)
-        payload: dict[str, Any] | None = None
-        if endpoint.multipart:
-            model, body_for = multipart_body_for(call, body)
-        else:
-            payload = parse_json_object(body)
-            model = required_model(payload)
-        caller.check_model(model)
-        routed = await app.routed(model)
-        await self._admit(caller)
-        stream = strip = rewrite = False
-        if payload is not None:
-            stream = payload.get("stream") is True
-            options = payload.get("stream_options")
-            if (
-                stream
-                and endpoint.stream_usage
-                and not (isinstance(options, dict) and options.get("include_usage"))
-            ):
-                strip = True  # the gateway asks for usage; the client does not see it
-                patched = None if "stream_options" in payload else with_usage_option(body)
-                extra = options if isinstance(options, dict) else {}
-                payload["stream_options"] = {**extra, "include_usage": True}
-                if patched is None:
-                    rewrite = True
-                else:
-                    body = patched
-            body_for = json_body_for(model, payload, body, rewrite=rewrite)
-        affinity = self._affinity(call, payload)
-        out = Outgoing(routed, endpoint.upstream_path, call.forward, body_for, affinity)
+        model = ""
+        try:
+            body = await call.read_body(app.config.max_body_bytes)
+            payload: dict[str, Any] | None = None
+            if endpoint.multipart:
+                model, body_for = multipart_body_for(call, body)
+            else:
+                payload = parse_json_object(body)
+                model = required_model(payload)
+            caller.check_model(model)
+            routed = await app.routed(model)
+            await self._admit(caller)
+            stream = strip = rewrite = False
+            if payload is not None:
+                stream = payload.get("stream") is True
+                options = payload.get("stream_options")
+                if (
+                    stream
+                    and endpoint.stream_usage
+                    and not (isinstance(options, dict) and options.get("include_usage"))
+                ):
+                    strip = True  # the gateway asks for usage; the client does not see it
+                    patched = None if "stream_options" in payload else with_usage_option(body)
+                    extra = options if isinstance(options, dict) else {}
+                    payload["stream_options"] = {**extra, "include_usage": True}
+                    if patched is None:
+                        rewrite = True
+                    else:
+                        body = patched
+                body_for = json_body_for(model, payload, body, rewrite=rewrite)
+            affinity = self._affinity(call, payload)
+            out = Outgoing(routed, endpoint.upstream_path, call.forward, body_for, affinity)
+        except MaasError as exc:
+            self._refused(call, caller, model, endpoint.name, exc)
+            raise
 
         async def relay(call: Call, response: UpstreamResponse, usage: Usage) -> None:
             await self._relay_openai(call, response, usage, strip=strip)

@@ -77,8 +77,13 @@ class SlidingLog:
         for when, amount in self.entries:
             excess -= amount
             if excess <= 0:
-                return min(window, max(0.0, when + window - now))
+                # The entry survived ``expire``, so it is inside the window: the wait is
+                # positive even where float rounding makes the difference come out as 0.
+                return min(window, max(MIN_WAIT, when + window - now))
         return window
+
+
+MIN_WAIT = 1e-6
 
 
 @dataclass

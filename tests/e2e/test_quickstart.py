@@ -83,8 +83,11 @@ def test_quickstart_serves_chat_and_embeddings(shared_tmp: Path) -> None:
         )
         assert [len(d.embedding) for d in vectors.data] == [384, 384]
 
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=f"{base}/v1", api_key="mb_0123456789abcdef_x").models.list()
+        with (
+            openai.OpenAI(base_url=f"{base}/v1", api_key="mb_0123456789abcdef_x") as bad,
+            pytest.raises(openai.AuthenticationError),
+        ):
+            bad.models.list()
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(
                 model="no-such-model", messages=[{"role": "user", "content": "hi"}]
@@ -100,4 +103,5 @@ def test_quickstart_serves_chat_and_embeddings(shared_tmp: Path) -> None:
             time.sleep(0.5)
         rows = {r["model"]: r for r in api.get("/api/v1/usage", group_by="model")["items"]}
         assert rows["smollm2-135m-instruct"]["completion_tokens"] >= chat.usage.completion_tokens
+        client.close()
         assert stop(proc) == 0
