@@ -84,12 +84,7 @@ async def list_keys(
         limit=paging.per_page,
         include_revoked=include_revoked,
     )
-    return Page(
-        items=[ApiKeyOut.model_validate(k) for k in rows],
-        total=total,
-        page=paging.page,
-        per_page=paging.per_page,
-    )
+    return paging.page_of([ApiKeyOut.model_validate(k) for k in rows], total)
 
 
 @router.get("/{key_id}", response_model=ApiKeyOut)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,10 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from maasbase.common.auth import Principal, PrincipalKind
 from maasbase.common.errors import Forbidden, Unauthenticated
 from maasbase.server import authn
-from maasbase.server.schemas.common import MAX_PER_PAGE
+from maasbase.server.schemas.common import MAX_PER_PAGE, Page
 from maasbase.server.security import api_keys as key_material
 from maasbase.server.security import tokens
 from maasbase.server.state import ServerState
+
+T = TypeVar("T")
 
 
 def get_state(request: Request) -> ServerState:
@@ -114,6 +116,10 @@ class PageParams:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
+
+    def page_of(self, items: Sequence[T], total: int) -> Page[T]:
+        """The list response for one page of ``items`` out of ``total``."""
+        return Page(items=list(items), total=total, page=self.page, per_page=self.per_page)
 
 
 Paging = Annotated[PageParams, Depends()]

@@ -83,7 +83,7 @@ async def list_models(
         session, offset=paging.offset, limit=paging.per_page, search=search
     )
     items = [model_out(m, await instances_db.for_model(session, m.id)) for m in rows]
-    return Page(items=items, total=total, page=paging.page, per_page=paging.per_page)
+    return paging.page_of(items, total)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
@@ -139,7 +139,7 @@ async def list_instances(
     models = {m.id: m for m in await models_db.list_all(session)}
     workers = {w.id: w.name for w in await workers_db.list_all(session)}
     items = [instance_out(i, models.get(i.model_id), workers.get(i.worker_id or 0)) for i in rows]
-    return Page(items=items, total=total, page=paging.page, per_page=paging.per_page)
+    return paging.page_of(items, total)
 
 
 @router.get("/model-instances/{instance_id}", response_model=InstanceOut)

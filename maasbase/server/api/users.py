@@ -56,12 +56,7 @@ async def list_users(
     rows, total = await users_db.list_page(
         session, offset=paging.offset, limit=paging.per_page, search=search
     )
-    return Page(
-        items=[UserOut.model_validate(u) for u in rows],
-        total=total,
-        page=paging.page,
-        per_page=paging.per_page,
-    )
+    return paging.page_of([UserOut.model_validate(u) for u in rows], total)
 
 
 @router.post("", response_model=UserOut, status_code=201)

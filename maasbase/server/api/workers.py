@@ -167,9 +167,7 @@ async def list_workers(
         limit=paging.per_page,
         state=state.value if state else None,
     )
-    return Page(
-        items=[to_out(w) for w in rows], total=total, page=paging.page, per_page=paging.per_page
-    )
+    return paging.page_of([to_out(w) for w in rows], total)
 
 
 @router.get("/workers/{worker_id}", response_model=WorkerOut)
@@ -217,4 +215,4 @@ async def list_gpus(
                 )
             )
     page = gpus[paging.offset : paging.offset + paging.per_page]
-    return Page(items=page, total=len(gpus), page=paging.page, per_page=paging.per_page)
+    return paging.page_of(page, len(gpus))

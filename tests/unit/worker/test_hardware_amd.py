@@ -4,7 +4,6 @@ the amdsmi path against a FAKE amdsmi module."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +12,8 @@ import pytest
 
 from maasbase.common.hardware import GpuVendor
 from maasbase.worker.hardware.amd import ROCM_SMI_ARGV, AmdDetector, parse_rocm_smi_json
-from maasbase.worker.hardware.base import CommandNotFound, ProbeOutputError
+from maasbase.worker.hardware.base import ProbeOutputError
+from tests.support.fake_commands import FakeRunner
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hardware"
 ROCM_SMI_MI300X = (FIXTURES / "rocm-smi-mi300x.json").read_text()
@@ -100,20 +100,8 @@ def test_unusable_output_is_a_probe_error(output: str, message: str) -> None:
         parse_rocm_smi_json(output)
 
 
-class RecordingRunner:
-    def __init__(self, outputs: dict[tuple[str, ...], str]) -> None:
-        self.outputs = outputs
-        self.calls: list[tuple[str, ...]] = []
-
-    def __call__(self, argv: Sequence[str]) -> str:
-        self.calls.append(tuple(argv))
-        if tuple(argv) not in self.outputs:
-            raise CommandNotFound(f"{argv[0]} is not installed")
-        return self.outputs[tuple(argv)]
-
-
 def test_detector_runs_rocm_smi_when_amdsmi_is_absent() -> None:
-    runner = RecordingRunner({ROCM_SMI_ARGV: ROCM_SMI_MI300X})
+    runner = FakeRunner({ROCM_SMI_ARGV: ROCM_SMI_MI300X})
 
     devices = AmdDetector(runner, amdsmi_loader=lambda: None).detect()
 
@@ -122,7 +110,7 @@ def test_detector_runs_rocm_smi_when_amdsmi_is_absent() -> None:
 
 
 def test_no_rocm_smi_means_no_amd_gpus() -> None:
-    assert AmdDetector(RecordingRunner({}), amdsmi_loader=lambda: None).detect() == []
+    assert AmdDetector(FakeRunner({}), amdsmi_loader=lambda: None).detect() == []
 
 
 class FakeAmdSmiError(Exception):
@@ -174,7 +162,7 @@ class FakeAmdSmi:
 
 def test_detector_prefers_amdsmi() -> None:
     fake = FakeAmdSmi()
-    runner = RecordingRunner({ROCM_SMI_ARGV: ROCM_SMI_MI300X})
+    runner = FakeRunner({ROCM_SMI_ARGV: ROCM_SMI_MI300X})
 
     (device,) = AmdDetector(runner, amdsmi_loader=lambda: fake).detect()
 
@@ -189,7 +177,7 @@ def test_detector_prefers_amdsmi() -> None:
 
 
 def test_detector_falls_back_to_rocm_smi_when_amdsmi_cannot_start() -> None:
-    runner = RecordingRunner({ROCM_SMI_ARGV: ROCM_SMI_MI300X})
+    runner = FakeRunner({ROCM_SMI_ARGV: ROCM_SMI_MI300X})
 
     devices = AmdDetector(runner, amdsmi_loader=lambda: FakeAmdSmi(init_fails=True)).detect()
 

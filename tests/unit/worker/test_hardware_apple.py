@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,24 +16,13 @@ from maasbase.worker.hardware.apple import (
     parse_memsize,
     parse_system_profiler_displays,
 )
-from maasbase.worker.hardware.base import CommandNotFound, ProbeOutputError
+from maasbase.worker.hardware.base import ProbeOutputError
+from tests.support.fake_commands import FakeRunner
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hardware"
 PROFILER_M2_MAX = (FIXTURES / "system-profiler-m2-max.json").read_text()
 MEMSIZE_M2_MAX = (FIXTURES / "sysctl-hw-memsize-m2-max.txt").read_text()
 GIB = 1024**3
-
-
-class FakeRunner:
-    def __init__(self, outputs: dict[tuple[str, ...], str]) -> None:
-        self.outputs = outputs
-        self.calls: list[tuple[str, ...]] = []
-
-    def __call__(self, argv: Sequence[str]) -> str:
-        self.calls.append(tuple(argv))
-        if tuple(argv) not in self.outputs:
-            raise CommandNotFound(f"{argv[0]} is not installed")
-        return self.outputs[tuple(argv)]
 
 
 def test_finds_the_m2_max_gpu() -> None:
