@@ -9,8 +9,10 @@ defaults.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,3 +115,41 @@ class UsageRecord(BaseModel):
 
 class UsageBatch(BaseModel):
     records: list[UsageRecord]
+
+
+@dataclass(slots=True)
+class Usage:
+    """One request as the gateway meters it: a plain object, cheap on the request path.
+    ``row()`` gives the fields of a ``UsageRecord`` without validating them again."""
+
+    time: float  # seconds since the epoch
+    api_key_id: int | None
+    user_id: int | None
+    model: str
+    endpoint: str
+    upstream_id: str | None
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    stream: bool = False
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "time": datetime.fromtimestamp(self.time, UTC),
+            "api_key_id": self.api_key_id,
+            "user_id": self.user_id,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "upstream_id": self.upstream_id,
+            "status": self.status,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": round(self.latency_ms, 3),
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
+            "stream": self.stream,
+        }
+
+    def to_record(self) -> UsageRecord:
+        return UsageRecord.model_validate(self.row())

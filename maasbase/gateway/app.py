@@ -1,10 +1,12 @@
-"""The gateway as one lean ASGI app: ``/v1/*`` dispatch, lifecycle, model listing.
+"""The gateway app: ``/v1/*`` dispatch, lifecycle, model listing.
 
 ``create_gateway_app`` wires the seams (routing source, key resolver, usage sink,
-limit store, upstream client) into a ``GatewayApp``. Run it as the top-level app
-(uvicorn's lifespan starts and stops it) or mount it: the control plane dispatches
-``/v1/*`` to it and calls ``start()`` and ``aclose()`` itself. Paths are looked up in
-a dict; there is no per-request framework (no routing tree, middleware or models).
+limit store, upstream client) into a ``GatewayApp``. It serves ``Call``s from either
+server: its own (``server.GatewayServer``, the fast path of standalone gateways), or
+any ASGI server, as the top-level app (the lifespan starts and stops it) or mounted:
+the control plane dispatches ``/v1/*`` to it and calls ``start()`` and ``aclose()``
+itself. Paths are looked up in a dict; there is no per-request framework (no routing
+tree, middleware or models).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from maasbase.common.clock import Clock, SystemClock
 from maasbase.common.errors import MaasError, NotFound, Unavailable
 from maasbase.common.routing import RoutedModel
 from maasbase.gateway.aiohttp_upstream import AiohttpUpstreamClient
-from maasbase.gateway.asgi import Call, Receive, Scope, Send
+from maasbase.gateway.asgi import AsgiCall, Receive, Scope, Send
 from maasbase.gateway.auth import CachedKeyResolver, Caller, KeyResolver
 from maasbase.gateway.balancer import Balancer
+from maasbase.gateway.call import Call
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.errors import (
     ClientDisconnected,
@@ -77,7 +80,7 @@ class GatewayApp:
             retry_statuses=config.retry_statuses,
         )
         self.handlers = Handlers(self)
-        self._affinity_header = (
+        self.affinity_header = (
             config.affinity_header.lower().encode() if config.affinity_header else None
         )
         self._post: dict[str, Route] = {
@@ -138,14 +141,14 @@ class GatewayApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call = Call(scope, receive, send, self._affinity_header)
-        path: str = scope["path"]
-        root = scope.get("root_path")
-        if root and not path.startswith(root):  # mounted by a router that strips its prefix
-            path = root + path
+        await self.handle(AsgiCall(scope, receive, send, self.affinity_header))
+
+    async def handle(self, call: Call) -> None:
+        """Answer one request; never raises but for a cancellation from outside."""
+        path = call.path
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
-        method = scope["method"]
+        method = call.method
         try:
             route = (self._post if method == "POST" else self._get).get(path)
             if route is None:
@@ -226,7 +229,7 @@ class GatewayApp:
 
     async def _model(self, call: Call) -> None:
         caller = await self.caller(call)
-        name = call.scope["path"].removeprefix("/v1/models/")
+        name = call.path.removeprefix("/v1/models/")
         model = self.holder.snapshot.models.get(name)
         if model is None or not caller.may_use(name):
             raise ModelNotFound(f"model '{name}' does not exist", details={"param": "model"})

@@ -1,110 +1,49 @@
-"""ASGI plumbing for one request: headers read once, body, responses, disconnects.
+"""The gateway's calls over ASGI: under uvicorn, or mounted in the control plane's app.
 
-A ``Call`` reads the few request headers the gateway uses in one pass, reads the body,
-sends JSON and error responses in the API's shape, and watches for the client going
-away. The watch starts only if the request is still running ``WATCH_DELAY`` seconds
-after its body was read (a timer, not a task, for the many short requests); on
-disconnect it cancels the request's task, which closes the upstream connection.
+``AsgiCall`` reads the body from ``receive`` and answers through ``send``. ASGI tells
+of a client that went away only through ``receive``, so a watch starts if the request
+is still running ``WATCH_DELAY`` seconds after its body was read (a timer, not a task,
+for the many short requests); on disconnect it cancels the request's task, which
+closes the upstream connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from enum import Enum
 from typing import Any
 
-from maasbase.common.errors import MaasError
-from maasbase.gateway.errors import (
-    ClientDisconnected,
-    RequestTooLarge,
-    anthropic_error,
-    anthropic_stream_error,
-    openai_error,
-    openai_stream_error,
-)
+from maasbase.gateway.call import Call, Headers
+from maasbase.gateway.errors import ClientDisconnected, RequestTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 WATCH_DELAY = 0.05
-JSON_HEADERS = [(b"content-type", b"application/json")]
-FORWARDED = frozenset({b"content-type", b"accept", b"x-request-id", b"traceparent"})
 
 
-class Style(Enum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
+def scope_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and not path.startswith(root):  # mounted by a router that strips its prefix
+        path = root + path
+    return path
 
 
-class Call:
-    __slots__ = (
-        "affinity",
-        "api_key",
-        "content_type",
-        "disconnected",
-        "finished",
-        "forward",
-        "receive",
-        "response_started",
-        "scope",
-        "send",
-        "sse",
-        "start",
-        "style",
-        "task",
-        "timer",
-        "ttft",
-        "watcher",
-    )
+class AsgiCall(Call):
+    __slots__ = ("receive", "send", "timer", "watcher")
 
     def __init__(
         self, scope: Scope, receive: Receive, send: Send, affinity_header: bytes | None
     ) -> None:
-        self.scope = scope
+        super().__init__(scope["method"], scope_path(scope), scope["headers"], affinity_header)
         self.receive = receive
         self.send = send
-        self.start = time.perf_counter()
-        self.style = Style.OPENAI
-        self.response_started = False
-        self.sse = False
-        self.finished = False
-        self.disconnected = False
-        self.ttft: float | None = None
-        self.task: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
-        self.api_key: bytes | None = None
-        self.affinity: bytes | None = None
-        self.content_type = b""
-        self.forward: Headers = []
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() == b"bearer" and token.strip():
-                    self.api_key = token.strip()
-            elif name == b"x-api-key" and self.api_key is None:
-                self.api_key = value.strip()
-            elif name == affinity_header:
-                self.affinity = value
-            if name in FORWARDED:
-                self.forward.append((name, value))
-                if name == b"content-type":
-                    self.content_type = value
-
-    @property
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.start) * 1000
-
-    def first_byte(self) -> None:
-        if self.ttft is None:
-            self.ttft = self.elapsed_ms
 
     async def read_body(self, limit: int) -> bytes:
         message = await self.receive()
@@ -129,6 +68,24 @@ class Call:
         self._arm_watch()
         return body
 
+    async def start_response(self, status: int, headers: Headers, *, sse: bool = False) -> None:
+        self.response_started = True
+        self.sse = sse
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def write(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, data: bytes = b"") -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": False})
+
+    def close(self) -> None:
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
+
     # disconnect watch
     def _arm_watch(self) -> None:
         self.task = asyncio.current_task()
@@ -145,53 +102,3 @@ class Call:
         if not self.finished and self.task is not None:
             self.disconnected = True
             self.task.cancel()
-
-    def close(self) -> None:
-        self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.watcher is not None:
-            self.watcher.cancel()
-
-    def swallow_cancel(self) -> bool:
-        """True when the task was cancelled by this call's own disconnect watch."""
-        if self.disconnected and self.task is not None:
-            self.task.uncancel()
-            return True
-        return False
-
-    # responses
-    async def start_response(self, status: int, headers: Headers, *, sse: bool = False) -> None:
-        self.response_started = True
-        self.sse = sse
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def json(self, status: int, payload: Any, headers: Headers | None = None) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        await self.raw(status, [*JSON_HEADERS, *(headers or [])], body)
-
-    async def raw(self, status: int, headers: Headers, body: bytes) -> None:
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-        await self.start_response(status, headers)
-        await self.send({"type": "http.response.body", "body": body})
-
-    async def fail(self, exc: MaasError) -> None:
-        """Answer with the error, or end a stream that already started with it."""
-        if self.disconnected:
-            return
-        if self.response_started:
-            if self.sse:
-                event = (
-                    anthropic_stream_error(exc)
-                    if self.style is Style.ANTHROPIC
-                    else openai_stream_error(exc)
-                )
-                await self.send({"type": "http.response.body", "body": event, "more_body": False})
-            else:
-                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        shape = anthropic_error if self.style is Style.ANTHROPIC else openai_error
-        status, headers, body = shape(exc)
-        self.response_started = True
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})

@@ -26,7 +26,7 @@ class GatewayConfig:
     key_cache_ttl: float = 30.0
     key_negative_ttl: float = 5.0
     usage_flush_interval: float = 1.0
-    usage_batch_size: int = 1000
+    usage_batch_size: int = 500
     # Until the first routing table arrives, requests wait this long before a 503.
     routes_wait: float = 5.0
     # "pooled" (httptools, the fast one) or "aiohttp".

@@ -61,6 +61,11 @@ class RequestTooLarge(InvalidRequest):
     status_code = 413
 
 
+class HeadersTooLarge(InvalidRequest):
+    code = "request_header_fields_too_large"
+    status_code = 431
+
+
 class RateLimited(TooManyRequests):
     code = "rate_limit_exceeded"
 
@@ -81,6 +86,7 @@ _OPENAI_TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     502: "upstream_error",
     503: "service_unavailable",

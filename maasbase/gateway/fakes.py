@@ -17,6 +17,7 @@ from maasbase.common.routing import (
     RoutedModel,
     RoutingTable,
     Upstream,
+    Usage,
     UsageBatch,
     UsageRecord,
 )
@@ -110,7 +111,7 @@ class MemoryUsageSink:
     def records(self) -> list[UsageRecord]:
         return [record for batch in self.batches for record in batch.records]
 
-    async def send(self, batch: UsageBatch) -> None:
+    async def send(self, usages: list[Usage]) -> None:
         if self.failing:
             raise Unavailable("fake usage sink: the server is down")
-        self.batches.append(batch)
+        self.batches.append(UsageBatch(records=[usage.to_record() for usage in usages]))

@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from maasbase.common.errors import InvalidRequest, MaasError
-from maasbase.common.routing import Upstream
+from maasbase.common.routing import Upstream, Usage
 from maasbase.gateway import anthropic
-from maasbase.gateway.asgi import Call, Style
 from maasbase.gateway.auth import Caller
+from maasbase.gateway.call import Call, Style
 from maasbase.gateway.errors import UpstreamFailed, UpstreamRejected, upstream_error_message
-from maasbase.gateway.metering import Usage
 from maasbase.gateway.payloads import (
     SseEvents,
     SseUsage,
@@ -99,7 +100,7 @@ def json_body_for(model: str, payload: dict[str, Any], body: bytes, *, rewrite: 
         cached = encoded.get(target)
         if cached is None:
             data = {**payload, "model": target}
-            cached = encoded[target] = json.dumps(data, separators=(",", ":")).encode()
+            cached = encoded[target] = orjson.dumps(data)
         return cached
 
     return body_for
@@ -302,10 +303,10 @@ class Handlers:
                 out = b"".join(self._translate(translator, data) for data in events.feed(chunk))
                 if out:
                     call.first_byte()
-                    await call.send({"type": "http.response.body", "body": out, "more_body": True})
+                    await call.write(out)
             tail = b"".join(self._translate(translator, data) for data in events.finish())
             tail += translator.finish()
-            await call.send({"type": "http.response.body", "body": tail, "more_body": False})
+            await call.end(tail)
         finally:
             usage.prompt_tokens = translator.input_tokens
             usage.completion_tokens = translator.output_tokens

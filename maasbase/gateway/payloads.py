@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from maasbase.common.errors import InvalidRequest
 
 _decoder = json.JSONDecoder()
@@ -25,8 +27,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON ({exc})") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("the request body must be a JSON object")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from maasbase.common.clock import Clock
 from maasbase.common.routing import RoutedModel, Upstream
-from maasbase.gateway.asgi import Call, Headers
 from maasbase.gateway.balancer import Balancer
+from maasbase.gateway.call import Call, Headers
 from maasbase.gateway.errors import NoUpstream, UpstreamFailed, UpstreamTimeout
 from maasbase.gateway.payloads import SseUsage, usage_from_json
 from maasbase.gateway.upstream import UpstreamClient, UpstreamResponse
@@ -147,7 +147,6 @@ async def relay_json(call: Call, response: UpstreamResponse) -> tuple[int, int] 
 
 async def relay_sse(call: Call, response: UpstreamResponse, usage: SseUsage) -> None:
     """Relay an SSE stream event by event as it arrives. The caller has sent the start."""
-    send = call.send
     while True:
         chunk = await response.next_chunk()
         if not chunk:
@@ -156,19 +155,17 @@ async def relay_sse(call: Call, response: UpstreamResponse, usage: SseUsage) -> 
         if data:
             if call.ttft is None:
                 call.first_byte()
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-    rest = usage.finish()
-    await send({"type": "http.response.body", "body": rest, "more_body": False})
+            await call.write(data)
+    await call.end(usage.finish())
 
 
 async def relay_raw(call: Call, response: UpstreamResponse) -> None:
     """Relay any other body (audio, images) chunk by chunk. The caller has sent the start."""
-    send = call.send
     while True:
         chunk = await response.next_chunk()
         if not chunk:
             break
         if call.ttft is None:
             call.first_byte()
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await call.write(chunk)
+    await call.end()

@@ -1,8 +1,9 @@
 """The gateway on its own, in front of a remote control plane, for scale-out.
 
-``run_gateway`` serves the ASGI app with uvicorn (httptools parser; run it on uvloop,
-as ``main`` does) and talks to the server over HTTP: routing watch, key checks and
-usage batches, all with the gateway's token. With ``workers`` > 1 it starts that many
+``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
+run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
+key checks and usage batches, all with the gateway's token. SIGINT/SIGTERM stop it
+gracefully. With ``workers`` > 1 it starts that many
 gateway processes, each on its own ``SO_REUSEPORT`` socket on the same port (the
 kernel spreads connections across them), and stops them when it is cancelled.
 
@@ -20,7 +21,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -34,6 +35,7 @@ from maasbase.gateway.control import ControlPlaneClient
 from maasbase.gateway.limits import LimitStore
 from maasbase.gateway.metering import HttpUsageSink
 from maasbase.gateway.routing import HttpRoutingSource
+from maasbase.gateway.server import GatewayServer
 
 logger = logging.getLogger("maasbase.gateway.standalone")
 
@@ -65,8 +67,9 @@ def settle_garbage_collector() -> None:
 
 
 def server_config(app: ASGIApp, **overrides: Any) -> uvicorn.Config:
-    """uvicorn settings for a gateway process: httptools, no access log, no proxy-header
-    middleware or default headers on the hot path, long client keep-alive."""
+    """uvicorn settings for the gateway as an ASGI app (tests, comparisons): httptools,
+    no access log, no proxy-header middleware or default headers on the hot path, long
+    client keep-alive."""
     settings: dict[str, Any] = {
         "http": "httptools",
         "lifespan": "on",
@@ -105,12 +108,31 @@ async def serve(
         limits=limits,
         config=config,
     )
-    server = uvicorn.Server(server_config(app))
+    server = GatewayServer(app)
     settle_garbage_collector()
     try:
-        await server.serve(sockets=[sock])
+        with stop_on_signals(server.stop):
+            await server.serve(sock)
     finally:
         await control.aclose()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop`` (when this is the main thread's loop)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread: the owner of the loop handles signals
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 async def _supervise(argv: list[str], env: dict[str, str], workers: int) -> None:

@@ -5,7 +5,8 @@ chat and text completions (JSON, or SSE with a usage event when asked), embeddin
 rerank, speech (bytes), transcriptions (multipart) and images. Its knobs make it
 fail (a status such as 503, or a dropped connection), answer slowly, or stream
 without end; it counts requests and the streams its clients abandoned.
-``serving`` runs any ASGI app (the gateway) under uvicorn in the current event loop.
+``serving`` runs the gateway in the current event loop on its own server, or under
+uvicorn as an ASGI app.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from maasbase.common.http_server import make_server
-from maasbase.gateway.asgi import ASGIApp
+from maasbase.gateway.app import GatewayApp
+from maasbase.gateway.server import GatewayServer
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -204,19 +206,52 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn (lifespan on) in this loop; yields its base URL."""
+async def serving(
+    app: GatewayApp, host: str = "127.0.0.1", port: int = 0, *, server: str = "native"
+) -> AsyncIterator[str]:
+    """Serve ``app`` in this loop, on ``GatewayServer`` ("native") or uvicorn ("asgi",
+    lifespan on); yields its base URL."""
     sock = listening_socket(host, port)
-    server = make_server(app)
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    url = f"http://{host}:{sock.getsockname()[1]}"
     try:
-        while not server.started:
+        if server == "native":
+            async with _native(app, sock):
+                yield url
+        else:
+            async with _uvicorn(app, sock):
+                yield url
+    finally:
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _native(app: GatewayApp, sock: socket.socket) -> AsyncIterator[None]:
+    native = GatewayServer(app, graceful_timeout=5)
+    task = asyncio.get_running_loop().create_task(native.serve(sock))
+    started = asyncio.get_running_loop().create_task(native.started.wait())
+    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if task.done():
+        task.result()
+        raise RuntimeError("the gateway server stopped before it started")
+    try:
+        yield
+    finally:
+        native.stop()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def _uvicorn(app: GatewayApp, sock: socket.socket) -> AsyncIterator[None]:
+    uvicorn = make_server(app)
+    task = asyncio.get_running_loop().create_task(uvicorn.serve(sockets=[sock]))
+    try:
+        while not uvicorn.started:
             if task.done():
                 task.result()
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.005)
-        yield f"http://{host}:{sock.getsockname()[1]}"
+        yield
     finally:
-        server.should_exit = True
+        uvicorn.should_exit = True
         await task
-        sock.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from maasbase.common.errors import Unauthenticated
-from maasbase.common.routing import KeyGrant, RoutingTable, UsageBatch
+from maasbase.common.routing import KeyGrant, RoutingTable, Usage
 from maasbase.server import routing_table
 from maasbase.server.api.gateway_sync import grant_for_key
 from maasbase.server.db import usage as usage_db
@@ -42,7 +42,7 @@ class LocalUsage:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    async def send(self, batch: UsageBatch) -> None:
+    async def send(self, usages: list[Usage]) -> None:
         async with self.state.sessions() as session:
-            await usage_db.insert_batch(session, batch.records)
+            await usage_db.insert_rows(session, [usage.row() for usage in usages])
             await session.commit()

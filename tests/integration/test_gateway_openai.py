@@ -1,7 +1,9 @@
 """The gateway's OpenAI-compatible API, driven by the official ``openai`` SDK.
 
-The gateway is served by uvicorn on a real port; its control-plane seams are the in-repo
-fakes (``maasbase.gateway.fakes``), its upstreams are stub OpenAI servers on real ports.
+Every test runs twice: the gateway on its own HTTP server and under uvicorn (the ASGI
+path ``maas-base start`` mounts), each on a real port; its control-plane seams are the
+in-repo fakes (``maasbase.gateway.fakes``), its upstreams are stub OpenAI servers on
+real ports.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class Gateway:
         return self.usage.records
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+@pytest.fixture(params=["native", "asgi"])
+async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
     stubs = [StubUpstream("s0"), StubUpstream("s1")]
     for stub in stubs:
         await stub.start()
@@ -70,7 +72,7 @@ async def gateway() -> AsyncIterator[Gateway]:
     config = GatewayConfig(usage_flush_interval=0.02)
     app = create_gateway_app(routes=routes, keys=keys, usage=usage, config=config)
     try:
-        async with serving(app) as url:
+        async with serving(app, server=request.param) as url:
             yield Gateway(url, app, routes, usage, stubs)
     finally:
         for stub in stubs:

@@ -27,10 +27,15 @@ GROUPS = ("day", "model", "user", "key")
 
 
 async def insert_batch(session: AsyncSession, records: list[UsageIn]) -> int:
-    if not records:
+    return await insert_rows(session, [r.model_dump() for r in records])
+
+
+async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Rows with the fields of ``UsageRecord``, already checked by their producer."""
+    if not rows:
         return 0
-    await session.execute(insert(UsageRecord), [r.model_dump() for r in records])
-    return len(records)
+    await session.execute(insert(UsageRecord), rows)
+    return len(rows)
 
 
 async def aggregate(

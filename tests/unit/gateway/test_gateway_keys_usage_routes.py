@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from maasbase.common.clock import FakeClock
-from maasbase.common.routing import KeyGrant, RoutingTable
+from maasbase.common.routing import KeyGrant, RoutingTable, Usage
 from maasbase.gateway.auth import CachedKeyResolver, Caller
 from maasbase.gateway.errors import InvalidApiKey, ModelNotAllowed, ScopeNotAllowed
 from maasbase.gateway.fakes import (
@@ -18,7 +18,7 @@ from maasbase.gateway.fakes import (
     grant,
     routing_table,
 )
-from maasbase.gateway.metering import Usage, UsageMeter
+from maasbase.gateway.metering import UsageMeter
 from maasbase.gateway.routing import RouteHolder, follow_routes, retry_delay
 
 
