@@ -156,7 +156,7 @@ class HttpConnection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.drain: asyncio.Future[None] | None = None
-        self.idle: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # between requests, since when
         self._url = b""
         self._headers: Headers = []
         self._header_bytes = 0
@@ -167,14 +167,12 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.connections.add(self)
-        self._idle_timer()
+        self.idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.ready.clear()
         self.server.closed(self)
-        if self.idle is not None:
-            self.idle.cancel()
         call = self.call
         if call is not None and not call.complete and call.task is not None:
             call.disconnected = True
@@ -219,9 +217,7 @@ class HttpConnection(asyncio.Protocol):
             self._reject(InvalidRequest(f"malformed HTTP request ({exc})"))
 
     def on_message_begin(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
+        self.idle_since = None
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -279,7 +275,7 @@ class HttpConnection(asyncio.Protocol):
                 self.read_paused = False
                 self.transport.resume_reading()
         elif not self.lost:
-            self._idle_timer()
+            self.idle_since = self.loop.time()
             if self.server.stopping:
                 self.shutdown()
 
@@ -329,14 +325,11 @@ class HttpConnection(asyncio.Protocol):
         if self.call is call:
             self.call = None
 
-    def _idle_timer(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = self.loop.call_later(self.server.keep_alive, self._idle_expired)
-
-    def _idle_expired(self) -> None:
-        self.idle = None
-        if self.call is None and not self.ready and self.transport is not None:
+    def close_if_idle(self, since: float) -> None:
+        """Close when no request has started since ``since`` (keep-alive expiry)."""
+        idle = self.idle_since
+        quiet = idle is not None and idle <= since and self.call is None and not self.ready
+        if quiet and self.transport is not None:
             self.transport.close()
 
     def shutdown(self) -> None:
@@ -380,13 +373,25 @@ class GatewayServer:
                 lambda: HttpConnection(self), sock=sock, backlog=4096
             )
             self.started.set()
+            sweeper = loop.create_task(self._close_idle(), name="gateway-keep-alive")
             try:
                 await self._stop.wait()
             finally:
+                sweeper.cancel()
                 listener.close()
                 await self._drain_connections()
         finally:
             await self.app.aclose()
+
+    async def _close_idle(self) -> None:
+        """Close connections idle for ``keep_alive`` seconds (one sweep for all of them,
+        instead of a timer per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(self.keep_alive / 2, 5.0))
+            since = loop.time() - self.keep_alive
+            for conn in list(self.connections):
+                conn.close_if_idle(since)
 
     def closed(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)

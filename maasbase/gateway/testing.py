@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -195,6 +195,15 @@ class StubUpstream:
         if failed is not None:
             return failed
         return web.json_response({"created": 1, "data": [{"b64_json": "aW1n"}]})
+
+
+async def eventually(check: Callable[[], bool], within: float = 2.0) -> None:
+    """Wait until ``check()`` holds, polling every 10 ms; AssertionError after ``within``."""
+    for _ in range(int(within / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
 
 
 def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

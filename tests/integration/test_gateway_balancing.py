@@ -21,7 +21,7 @@ from maasbase.gateway.fakes import (
     grant,
     routing_table,
 )
-from maasbase.gateway.testing import StubUpstream, listening_socket, serving
+from maasbase.gateway.testing import StubUpstream, eventually, listening_socket, serving
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +63,6 @@ async def gateway(
 
 def sdk_for(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk", max_retries=0)
-
-
-async def eventually(check: Callable[[], bool], within: float = 2.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 async def chat_many(url: str, n: int, *, concurrency: int = 10) -> list[str]:
