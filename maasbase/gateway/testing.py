@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -60,7 +61,9 @@ class StubUpstream:
     def count(self) -> int:
         return len(self.requests)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+    ) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._chat)
@@ -72,8 +75,9 @@ class StubUpstream:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = listening_socket(host, port)
-        await web.SockSite(self._runner, sock).start()
-        self.base_url = f"http://{host}:{sock.getsockname()[1]}/v1"
+        await web.SockSite(self._runner, sock, ssl_context=tls).start()
+        scheme = "https" if tls else "http"
+        self.base_url = f"{scheme}://{host}:{sock.getsockname()[1]}/v1"
         return self.base_url
 
     async def aclose(self) -> None:

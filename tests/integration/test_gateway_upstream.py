@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from maasbase.gateway.errors import UpstreamFailed, UpstreamTimeout
+from maasbase.gateway.testing import StubUpstream
 from maasbase.gateway.upstream import PooledUpstreamClient
+from tests.support.tls import make_tls
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +164,40 @@ async def test_failures_are_typed(client: PooledUpstreamClient) -> None:
         response.release()
     with pytest.raises(UpstreamFailed, match="cannot connect"):
         await client.request(b"POST", "http://127.0.0.1:1/v1/x", JSON, b"{}")
+
+
+# --- HTTPS upstreams (cloud providers) ------------------------------------------------
+
+
+async def test_https_upstreams_are_verified_and_reused(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
+    stub = StubUpstream("secure")
+    await stub.start(tls=tls.server_context())
+    client = PooledUpstreamClient(ssl_context=tls.client_context())
+    try:
+        assert stub.base_url.startswith("https://127.0.0.1:")
+        for _ in range(3):
+            response = await client.request(
+                b"POST", f"{stub.base_url}/embeddings", JSON, b'{"model":"m","input":"x"}'
+            )
+            assert response.status == 200
+            assert b'"embedding"' in await response.read()
+            response.release()
+        assert len(client._idle[next(iter(client._idle))]) == 1  # one TLS connection, reused
+    finally:
+        await client.aclose()
+        await stub.aclose()
+
+
+async def test_an_untrusted_https_upstream_fails_clearly(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
+    stub = StubUpstream("self-signed")
+    await stub.start(tls=tls.server_context())
+    client = PooledUpstreamClient()  # the system's trust store: the test CA is not in it
+    try:
+        with pytest.raises(UpstreamFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.request(b"POST", f"{stub.base_url}/embeddings", JSON, b"{}")
+        assert stub.count == 0
+    finally:
+        await client.aclose()
+        await stub.aclose()
