@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(
         default=None, description="Worker registration token (generated when not given)."
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts provider API keys in the database [default: "
+        "<data-dir>/secret_key, created on first start]. Set the same MAAS_SECRET_KEY on "
+        "every server replica that shares a database.",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     access_token_ttl_seconds: int = Field(default=86_400, ge=60)
     login_max_failures: int = Field(default=5, ge=1)

@@ -71,3 +71,10 @@ class ConfigurationError(MaasError):
 
     code = "configuration_error"
     status_code = 500
+
+
+class SecretKeyMismatch(ConfigurationError):
+    """A value encrypted at rest does not open with the current secret key: permanent
+    until the original key is restored or the value is set again."""
+
+    code = "secret_key_mismatch"

@@ -1,4 +1,5 @@
-"""First-start work: signing secret, admin user, worker registration token.
+"""First-start work: signing secret, admin user, worker registration token, the key
+that encrypts provider API keys.
 
 All of it is idempotent: running it on every start changes nothing once done.
 """
@@ -15,15 +16,18 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.config import Settings
+from maasbase.server.db import providers as providers_db
 from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
-from maasbase.server.security import passwords
+from maasbase.server.security import passwords, secret_box
+from maasbase.server.security.secret_box import SecretBox
 
 logger = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "admin"
 PASSWORD_FILE = "initial_admin_password"
 TOKEN_FILE = "token"
+SECRET_KEY_FILE = "secret_key"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class BootstrapResult:
     admin_created: bool
     admin_password_file: Path | None
     token_file: Path
+    secret_box: SecretBox
 
 
 def write_secret_file(path: Path, content: str) -> None:
@@ -95,13 +100,46 @@ async def ensure_registration_token(session: AsyncSession, settings: Settings) -
     return token_file
 
 
+def load_secret_box(settings: Settings) -> SecretBox:
+    """The key comes from the ``secret_key`` setting, else from ``<data-dir>/secret_key``
+    (created on first start). Never from the database: a dump alone must not open it."""
+    if settings.secret_key is not None:
+        return SecretBox(
+            settings.secret_key.get_secret_value(),
+            source="the secret_key setting (MAAS_SECRET_KEY)",
+        )
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    if key_file.exists():
+        key = key_file.read_text().strip()
+    else:
+        key = secret_box.generate_key()
+        write_secret_file(key_file, key)
+        logger.info("created %s; back it up together with the database", key_file)
+    return SecretBox(key, source=str(key_file))
+
+
+async def encrypt_plain_provider_keys(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt provider API keys stored in plain text by an older version."""
+    encrypted = 0
+    for provider_id, stored in await providers_db.stored_api_keys(session):
+        if not secret_box.is_encrypted(stored):
+            new = box.encrypt(stored)
+            encrypted += await providers_db.replace_api_key(session, provider_id, stored, new)
+    if encrypted:
+        logger.info("encrypted the stored API keys of %d provider(s)", encrypted)
+    return encrypted
+
+
 async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
+    box = load_secret_box(settings)
     jwt_secret = await ensure_jwt_secret(session)
     created, password_file = await ensure_admin(session, settings)
     token_file = await ensure_registration_token(session, settings)
+    await encrypt_plain_provider_keys(session, box)
     return BootstrapResult(
         jwt_secret=jwt_secret,
         admin_created=created,
         admin_password_file=password_file,
         token_file=token_file,
+        secret_box=box,
     )

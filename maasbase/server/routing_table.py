@@ -3,23 +3,52 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maasbase.common.errors import SecretKeyMismatch
 from maasbase.common.instances import InstanceState
 from maasbase.common.routing import RoutedModel, RouteKind, RoutingTable, Upstream
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import models as models_db
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db import workers as workers_db
+from maasbase.server.db.tables import Provider
+from maasbase.server.security.secret_box import SecretBox
 from maasbase.server.state import ServerState
+
+logger = logging.getLogger(__name__)
 
 
 def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-async def build(session: AsyncSession) -> RoutingTable:
+def _provider_key(provider: Provider, box: SecretBox, reported: set[str]) -> str | None:
+    """The provider's API key in plain text; ``None`` (logged once per stored value)
+    when it does not decrypt, so one bad key never takes the routing table down."""
+    if not provider.api_key:
+        return None
+    try:
+        return box.decrypt(provider.api_key)
+    except SecretKeyMismatch as exc:
+        if provider.api_key not in reported:
+            reported.add(provider.api_key)
+            logger.error(
+                "provider %r: its API key is not sent upstream: %s (for a provider: delete "
+                "it and add it again with its API key)",
+                provider.name,
+                exc.message,
+            )
+        return None
+
+
+async def build(
+    session: AsyncSession, box: SecretBox, *, reported: set[str] | None = None
+) -> RoutingTable:
+    """``reported`` collects stored keys already logged as undecryptable."""
+    reported = set() if reported is None else reported
     workers = {w.id: w for w in await workers_db.list_all(session)}
     running: dict[int, list[Upstream]] = {}
     for instance in await instances_db.list_all(session):
@@ -44,13 +73,14 @@ async def build(session: AsyncSession) -> RoutingTable:
     ]
     deployed = {m.name for m in routed}
     for provider in await providers_db.list_all(session):
+        api_key = _provider_key(provider, box, reported)
         for name in provider.models:
             if name in deployed:
                 continue  # a deployment of the same name wins
             upstream = Upstream(
                 id=f"provider:{provider.name}",
                 base_url=provider.base_url.rstrip("/"),
-                api_key=provider.api_key,
+                api_key=api_key,
             )
             routed.append(
                 RoutedModel(
@@ -76,7 +106,7 @@ async def watch(state: ServerState, revision: str | None, wait: float) -> Routin
     while True:
         version = state.changes.version
         async with state.sessions() as session:
-            table = await build(session)
+            table = await build(session, state.secret_box, reported=state.reported_secrets)
         remaining = deadline - state.clock.monotonic()
         if table.revision != revision or remaining <= 0 or state.stopping:
             return table

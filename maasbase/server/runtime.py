@@ -42,6 +42,7 @@ async def open_server(
         engine=engine,
         sessions=sessions,
         jwt_secret=result.jwt_secret,
+        secret_box=result.secret_box,
         clock=clock or SystemClock(),
         backends=registry,
     )

@@ -61,7 +61,7 @@ async def create_provider(
         session,
         name=body.name,
         base_url=str(body.base_url).rstrip("/"),
-        api_key=body.api_key,
+        api_key=state.secret_box.encrypt(body.api_key) if body.api_key else None,
         models=sorted(set(body.models)),
     )
     await session.commit()

@@ -173,8 +173,9 @@ class Provider(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     base_url: Mapped[str] = mapped_column(String(512), nullable=False)
-    # Sent upstream as a bearer token, so it must be stored readable; never returned by
-    # the API (only whether one is set).
+    # Sent upstream as a bearer token, so it cannot be hashed: stored encrypted
+    # ("fernet:...", see server.security.secret_box; older rows hold plain text until the
+    # next start encrypts them); never returned by the API (only whether one is set).
     api_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     models: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

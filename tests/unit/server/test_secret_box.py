@@ -1,0 +1,77 @@
+"""Encryption at rest of provider API keys, and where its key comes from."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from maasbase.common.config import Settings
+from maasbase.common.errors import ConfigurationError, SecretKeyMismatch
+from maasbase.server.bootstrap import SECRET_KEY_FILE, load_secret_box
+from maasbase.server.security import secret_box
+from maasbase.server.security.secret_box import SecretBox
+
+
+def test_round_trip_hides_the_value() -> None:
+    box = SecretBox(secret_box.generate_key(), source="test")
+    stored = box.encrypt("sk-upstream-123")
+    assert stored.startswith("fernet:")
+    assert "sk-upstream-123" not in stored
+    assert box.encrypt("sk-upstream-123") != stored  # fresh IV each time
+    assert box.decrypt(stored) == "sk-upstream-123"
+
+
+def test_plain_value_from_an_older_version_reads_as_is() -> None:
+    box = SecretBox(secret_box.generate_key(), source="test")
+    assert not secret_box.is_encrypted("sk-plain")
+    assert box.decrypt("sk-plain") == "sk-plain"
+
+
+def test_wrong_key_is_a_typed_error_that_names_the_key_source() -> None:
+    stored = SecretBox(secret_box.generate_key(), source="old").encrypt("sk-upstream")
+    other = SecretBox(secret_box.generate_key(), source="/data/secret_key")
+    with pytest.raises(SecretKeyMismatch, match=r"secret key changed.*/data/secret_key"):
+        other.decrypt(stored)
+    with pytest.raises(SecretKeyMismatch):
+        other.decrypt(stored[:-4] + "AAAA")  # tampered
+    with pytest.raises(SecretKeyMismatch):
+        other.decrypt("fernet:é")  # damaged
+
+
+@pytest.mark.parametrize("bad", ["", "short", "x" * 44])
+def test_a_key_that_is_not_a_fernet_key_is_a_configuration_error(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="generate one with"):
+        SecretBox(bad, source="MAAS_SECRET_KEY")
+
+
+def test_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = load_secret_box(settings)
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    stored = first.encrypt("sk-upstream")
+    second = load_secret_box(settings)
+    assert second.decrypt(stored) == "sk-upstream"
+    assert second.source == str(key_file)
+
+
+def test_setting_wins_over_the_file_and_writes_none(tmp_path: Path) -> None:
+    key = secret_box.generate_key()
+    settings = Settings(data_dir=tmp_path / "data", secret_key=SecretStr(key))
+    box = load_secret_box(settings)
+    assert SecretBox(key, source="test").decrypt(box.encrypt("sk-x")) == "sk-x"
+    assert not (settings.data_dir / SECRET_KEY_FILE).exists()
+    assert "MAAS_SECRET_KEY" in box.source
+
+
+def test_damaged_key_file_stops_the_start_instead_of_replacing_the_key(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("not a key\n")
+    with pytest.raises(ConfigurationError, match=str(key_file)):
+        load_secret_box(settings)
+    assert key_file.read_text() == "not a key\n"
