@@ -308,21 +308,53 @@ def wrk(
     return result
 
 
-def measure(name: str, url: str, script: Path, pid: int | None = None) -> dict[str, float]:
-    """req/s at ``CONNECTIONS`` connections, latency at 1; with ``pid``, the share of a
-    core that the process (and its children) used under load: below ~100% on a proxy
-    that is the bottleneck, something else on the machine took its core."""
-    wrk(url, CONNECTIONS, 2, script)  # warm up connections and caches
+PASSES = int(os.environ.get("BENCH_PASSES", "3"))
+
+
+def measure_once(url: str, script: Path, pid: int | None, seconds: int) -> Row:
+    """One pass: req/s at ``CONNECTIONS`` connections, latency at 1; with ``pid``, the
+    share of a core that the process (and its children) used under load: below ~100% on
+    a proxy that is the bottleneck, something else on the machine took its core."""
     before, start = tree_cpu_seconds(pid) if pid else 0.0, time.perf_counter()
-    loaded = wrk(url, CONNECTIONS, SECONDS, script)
+    loaded = wrk(url, CONNECTIONS, seconds, script)
     cpu = (tree_cpu_seconds(pid) - before) / (time.perf_counter() - start) if pid else 0.0
-    single = wrk(url, 1, max(3, SECONDS // 2), script)
-    row = {"rps": loaded["rps"], "errors": loaded["errors"] + single["errors"],
-           "p50": single["p50"], "p99": single["p99"], "cpu": cpu}  # fmt: skip
-    usage = f"CPU {cpu:4.0%}" if pid else " " * 8
-    print(f"  {name:<34} {row['rps']:>9,.0f} req/s  {usage}   p50 {row['p50']:7.3f} ms   "
-          f"p99 {row['p99']:7.3f} ms   errors {row['errors']:.0f}", flush=True)  # fmt: skip
+    single = wrk(url, 1, max(2, seconds // 2), script)
+    return {"rps": loaded["rps"], "errors": loaded["errors"] + single["errors"],
+            "p50": single["p50"], "p99": single["p99"], "cpu": cpu}  # fmt: skip
+
+
+def median_row(passes: list[Row]) -> Row:
+    row = {key: statistics.median(p[key] for p in passes) for key in passes[0]}
+    row["errors"] = sum(p["errors"] for p in passes)
+    row["rps_min"] = min(p["rps"] for p in passes)
+    row["rps_max"] = max(p["rps"] for p in passes)
     return row
+
+
+def print_row(name: str, row: Row, with_cpu: bool) -> None:
+    usage = f"CPU {row['cpu']:4.0%}" if with_cpu else " " * 8
+    spread = f"({row['rps_min']:,.0f}-{row['rps_max']:,.0f})" if "rps_min" in row else ""
+    print(f"  {name:<34} {row['rps']:>9,.0f} req/s {spread:<15} {usage}   "
+          f"p50 {row['p50']:7.3f} ms   p99 {row['p99']:7.3f} ms   errors {row['errors']:.0f}",
+          flush=True)  # fmt: skip
+
+
+def measure(targets: dict[str, tuple[str, str, int | None]], script: Path) -> dict[str, Row]:
+    """Each target (name, url, pid) measured in ``PASSES`` interleaved passes of
+    ``SECONDS / PASSES`` each, medians reported: a drift of the machine's speed during
+    the run (other tenants of the host) then hits every proxy alike."""
+    for _, url, _ in targets.values():
+        wrk(url, CONNECTIONS, 2, script)  # warm up connections and caches
+    seconds = max(2, SECONDS // PASSES)
+    passes: dict[str, list[Row]] = {key: [] for key in targets}
+    for _ in range(PASSES):
+        for key, (_, url, pid) in targets.items():
+            passes[key].append(measure_once(url, script, pid, seconds))
+    results = {}
+    for key, (name, _, pid) in targets.items():
+        results[key] = median_row(passes[key])
+        print_row(name, results[key], pid is not None)
+    return results
 
 
 async def first_tokens(url: str, n: int) -> list[float]:
@@ -452,26 +484,33 @@ def stub(stack: ExitStack, folder: Path, cores: str, workers: int = 1) -> int:
 
 
 def proxies(folder: Path, script: Path, stub_port: int) -> dict[str, Row]:
-    """req/s and latency of the stub direct and of each proxy in front of it."""
+    """req/s and latency of the stub direct and of each proxy in front of it; all the
+    proxies run side by side (idle but for their own turn) and take turns under load."""
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     kind = "nginx" if shutil.which("nginx") else "aiohttp"
     print(f"stub: {kind} on core {LOAD_CORE}; proxies on core {PROXY_CORE}; wrk on core "
-          f"{LOAD_CORE}; {SECONDS} s per run", flush=True)  # fmt: skip
-    results = {"direct": measure("stub direct", chat_url(stub_port), script)}
-    for key, (server, client, name) in GATEWAYS.items():
+          f"{LOAD_CORE}; {PASSES} interleaved passes, {SECONDS} s per proxy in all; medians "
+          "(range of req/s over the passes)", flush=True)  # fmt: skip
+    targets: dict[str, tuple[str, str, int | None]] = {
+        "direct": ("stub direct", chat_url(stub_port), None)
+    }
+    with ExitStack() as stack:
+        for key, (server, client, name) in GATEWAYS.items():
+            port = free_port()
+            command = gateway_command(port, server, client, stub_url, stub_url)
+            log = folder / f"gateway-{key}.log"
+            targets[key] = (name, chat_url(port), stack.enter_context(
+                process(command, PROXY_CORE, port, log)))  # fmt: skip
         port = free_port()
-        command = gateway_command(port, server, client, stub_url, stub_url)
-        with process(command, PROXY_CORE, port, folder / f"gateway-{key}.log") as pid:
-            results[key] = measure(name, chat_url(port), script, pid)
-    port = free_port()
-    command = [PYTHON, ME, "bare-proxy", str(port), f"http://127.0.0.1:{stub_port}"]
-    with process(command, PROXY_CORE, port, folder / "bare.log") as pid:
-        results["bare"] = measure("bare aiohttp pass-through proxy", chat_url(port), script, pid)
-    if shutil.which("nginx"):
-        port = free_port()
-        command = nginx_proxy(folder, port, stub_port)
-        with process(command, PROXY_CORE, port, folder / "p.log") as pid:
-            results["nginx"] = measure("nginx reverse proxy", chat_url(port), script, pid)
+        command = [PYTHON, ME, "bare-proxy", str(port), f"http://127.0.0.1:{stub_port}"]
+        pid = stack.enter_context(process(command, PROXY_CORE, port, folder / "bare.log"))
+        targets["bare"] = ("bare aiohttp pass-through proxy", chat_url(port), pid)
+        if shutil.which("nginx"):
+            port = free_port()
+            command = nginx_proxy(folder, port, stub_port)
+            pid = stack.enter_context(process(command, PROXY_CORE, port, folder / "p.log"))
+            targets["nginx"] = ("nginx reverse proxy", chat_url(port), pid)
+        results = measure(targets, script)
     venv = os.environ.get("LITELLM_VENV")
     if venv:
         results |= litellm_row(folder, Path(venv), script, stub_port)
@@ -486,7 +525,7 @@ def litellm_row(folder: Path, venv: Path, script: Path, stub_port: int) -> dict[
     try:
         with process(command, PROXY_CORE, port, log, start_timeout=120) as pid:
             time.sleep(3)
-            return {"litellm": measure("LiteLLM proxy", chat_url(port), script, pid)}
+            return measure({"litellm": ("LiteLLM proxy", chat_url(port), pid)}, script)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"  LiteLLM proxy: not measured ({exc}); the end of its log:")
         for line in log.read_text(errors="replace").splitlines()[-8:]:

@@ -72,11 +72,14 @@ def pick_p2c(
     upstreams: Sequence[Upstream], health: dict[str, UpstreamHealth], rng: random.Random
 ) -> Upstream:
     """Two random candidates (by weight), the less loaded of them."""
-    if len(upstreams) == 1:
+    count = len(upstreams)
+    if count == 1:
         return upstreams[0]
-    if all(u.weight == upstreams[0].weight for u in upstreams):
-        i = rng.randrange(len(upstreams))
-        j = rng.randrange(len(upstreams) - 1)
+    weight = upstreams[0].weight
+    if all(u.weight == weight for u in upstreams):
+        random = rng.random  # two draws in C; randrange costs a few Python calls each
+        i = int(random() * count)
+        j = int(random() * (count - 1))
         first, second = upstreams[i], upstreams[j + 1 if j >= i else j]
     else:
         first = rng.choices(upstreams, weights=[u.weight for u in upstreams])[0]

@@ -146,8 +146,18 @@ def _flat_usage(data: bytes, index: int) -> tuple[int, int] | None:
     return int(prompt), max(0, int(total) - int(prompt)) if total is not None else 0
 
 
+SMALL_BODY = 4096  # parsed whole: one C call beats searching for the usage object
+
+
 def usage_from_json(body: bytes) -> tuple[int, int] | None:
-    """Token usage of a JSON response, read from its last top-level-looking ``"usage"``."""
+    """Token usage of a JSON response: a small body is parsed whole; in a large one
+    (embeddings, long completions) the last top-level-looking ``"usage"`` is read."""
+    if len(body) <= SMALL_BODY:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        return tokens_of(payload.get("usage")) if isinstance(payload, dict) else None
     index = body.rfind(USAGE_KEY)
     while index > 0 and body[index - 1] == 0x5C:  # an escaped quote inside a string
         index = body.rfind(USAGE_KEY, 0, index)

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("maasbase.gateway.server")
 
 MAX_HEADER_BYTES = 64 * 1024
+# Bytes read before the headers end, after which a request is refused whatever it is:
+# above headers plus one socket read of body (a read brings at most 256 KiB).
+HEAD_READ_LIMIT = 1024 * 1024
+TOO_LARGE = f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
 MAX_PIPELINED = 16  # requests parsed ahead of their turn before reading pauses
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -159,7 +163,8 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since: float | None = None  # between requests, since when
         self._url = b""
         self._headers: Headers = []
-        self._header_bytes = 0
+        self._in_head = True  # between the start of a request and the end of its headers
+        self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
 
@@ -201,6 +206,11 @@ class HttpConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         if self.upgraded:
             return
+        if self._in_head:  # bound what a request whose headers never end can hold
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_READ_LIMIT:
+                self._reject(HeadersTooLarge(TOO_LARGE))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -218,24 +228,24 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.idle_since = None
+        self._in_head = True
+        self._head_bytes = 0
         self._url = b""
         self._headers = []
-        self._header_bytes = 0
         self._body = []
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > MAX_HEADER_BYTES:
-            raise HeadersTooLarge("the request line is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise HeadersTooLarge(f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        size = len(self._url) + sum(len(name) + len(value) for name, value in self._headers)
+        if size > MAX_HEADER_BYTES:
+            raise HeadersTooLarge(TOO_LARGE)
         limit = self.app.config.max_body_bytes
         for name, value in self._headers:
             if name == b"content-length" and value.isdigit() and int(value) > limit:

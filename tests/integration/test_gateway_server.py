@@ -208,6 +208,12 @@ async def test_huge_headers_and_garbage_are_refused(served: Served) -> None:
     assert answer.status == 431
     assert "headers" in answer.json()["error"]["message"]  # type: ignore[index]
 
+    reader, writer = await served.connect()  # headers that never end, in small pieces
+    writer.write(b"GET /healthz HTTP/1.1\r\n")
+    for _ in range(200):
+        writer.write(b"x-more: " + b"b" * 8000 + b"\r\n")
+    assert (await reader.next()).status == 431
+
     reader, writer = await served.connect()
     writer.write(b"NOT HTTP AT ALL\r\n\r\n")
     answer = await reader.next()
