@@ -201,7 +201,8 @@ class GatewayApp:
             ) from None
 
     async def routed(self, name: str) -> RoutedModel:
-        await self.routes_loaded()
+        if not self.holder.loaded.is_set():
+            await self.routes_loaded()
         model = self.holder.snapshot.models.get(name)
         if model is None:
             raise ModelNotFound(

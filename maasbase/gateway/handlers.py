@@ -7,6 +7,7 @@ upstream response, record usage, count tokens against the key's limits).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -127,18 +128,14 @@ class Handlers:
         self.app = app
 
     def openai(self, endpoint: Endpoint) -> Callable[[Call], Awaitable[None]]:
-        async def handle(call: Call) -> None:
-            await self._openai(call, endpoint)
-
-        return handle
+        return functools.partial(self._openai, endpoint=endpoint)
 
     async def _admit(self, caller: Caller) -> None:
-        if caller.limited:
-            grant = caller.grant
-            admission = await self.app.limits.admit(
-                grant.api_key_id, grant.limits, self.app.clock.now()
-            )
-            admission.raise_if_refused(grant.limits)
+        """Take the request from the key's limits; 429 when they refuse it."""
+        grant = caller.grant
+        now = self.app.clock.now()
+        admission = await self.app.limits.admit(grant.api_key_id, grant.limits, now)
+        admission.raise_if_refused(grant.limits)
 
     def _refused(
         self, call: Call, caller: Caller, model: str, endpoint: str, exc: MaasError
@@ -172,7 +169,8 @@ class Handlers:
                 model = required_model(payload)
             caller.check_model(model)
             routed = await app.routed(model)
-            await self._admit(caller)
+            if caller.limited:
+                await self._admit(caller)
             stream = strip = rewrite = False
             if payload is not None:
                 stream = payload.get("stream") is True
@@ -266,7 +264,8 @@ class Handlers:
         caller.check_model(model)
         chat = anthropic.to_chat(payload)
         routed = await app.routed(model)
-        await self._admit(caller)
+        if caller.limited:
+            await self._admit(caller)
         stream = bool(chat.get("stream"))
         headers = [(b"content-type", b"application/json")]
         body_for = json_body_for(model, chat, b"", rewrite=True)

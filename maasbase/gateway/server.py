@@ -123,6 +123,18 @@ class NativeCall(Call):
         parts.append(b"\r\n")
         self._head = b"".join(parts)  # sent with the first part of the body
 
+    async def raw(self, status: int, headers: Headers, body: bytes) -> None:
+        """A whole response with a known body, in one write."""
+        self.response_started = True
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"content-length: %d\r\n\r\n" % len(body), b"" if self._head_only else body)
+        self.complete = True
+        self._conn.finish(self, b"".join(parts))
+
     def _frame(self, data: bytes) -> bytes:
         if self._head_only or not data:
             return b""
@@ -243,15 +255,21 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        size = len(self._url) + sum(len(name) + len(value) for name, value in self._headers)
+        size = len(self._url)
+        length = expect = b""
+        for name, value in self._headers:
+            size += len(name) + len(value)
+            if name == b"content-length":
+                length = value
+            elif name == b"expect":
+                expect = value
         if size > MAX_HEADER_BYTES:
             raise HeadersTooLarge(TOO_LARGE)
         limit = self.app.config.max_body_bytes
-        for name, value in self._headers:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestTooLarge(f"the request body is larger than {limit} bytes")
-            if name == b"expect" and value.lower() == b"100-continue" and self.transport:
-                self.transport.write(CONTINUE)
+        if length.isdigit() and int(length) > limit:
+            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+        if expect.lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

@@ -29,6 +29,7 @@ from maasbase.gateway.errors import UpstreamFailed, UpstreamTimeout
 
 Headers = Sequence[tuple[bytes, bytes]]
 HIGH_WATER = 256 * 1024
+FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class UpstreamResponse(Protocol):
@@ -111,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.high_water = HIGH_WATER
         self.body_until_eof = False
+        self.framed = False  # a content-length or transfer-encoding header came
         self.keep_alive = False
 
     # asyncio.Protocol
@@ -137,14 +139,16 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        self.headers.append((name, value))
+        if name in FRAMING:
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # reset once the message completes
         self.headers_done = True
-        names = {name for name, _ in self.headers}
-        self.body_until_eof = b"content-length" not in names and b"transfer-encoding" not in names
+        self.body_until_eof = not self.framed
         self._wake()
 
     def on_body(self, body: bytes) -> None:
