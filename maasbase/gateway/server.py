@@ -76,7 +76,9 @@ def request_path(url: bytes) -> str:
 
 
 class NativeCall(Call):
-    __slots__ = ("_body", "_chunked", "_conn", "_head", "_head_only", "complete", "keep_alive")
+    __slots__ = (
+        "_body", "_chunked", "_conn", "_head", "_head_only", "complete", "http11", "keep_alive",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -86,10 +88,12 @@ class NativeCall(Call):
         headers: Headers,
         body: bytes,
         *,
+        http11: bool,
         keep_alive: bool,
         affinity_header: bytes | None,
     ) -> None:
         super().__init__(method, path, headers, affinity_header)
+        self.http11 = http11
         self._conn = conn
         self._body = body
         self._head = b""
@@ -113,7 +117,7 @@ class NativeCall(Call):
             if name == b"content-length":
                 sized = True
         if not sized and not self._head_only:
-            if self._conn.http11:
+            if self.http11:
                 parts.append(b"transfer-encoding: chunked\r\n")
                 self._chunked = True
             else:
@@ -166,9 +170,9 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.call: NativeCall | None = None  # the request whose response is not complete
         self.ready: deque[NativeCall] = deque()  # pipelined requests waiting for their turn
-        self.http11 = True
         self.lost = False
-        self.upgraded = False
+        self.unparsed = False  # nothing more is read from this client (an upgrade or an error)
+        self.rejection = b""  # an error answer waiting for the responses before it
         self.read_paused = False
         self.write_paused = False
         self.drain: asyncio.Future[None] | None = None
@@ -216,7 +220,7 @@ class HttpConnection(asyncio.Protocol):
 
     # parsing
     def _feed(self, data: bytes) -> None:
-        if self.upgraded:
+        if self.unparsed:
             return
         if self._in_head:  # bound what a request whose headers never end can hold
             self._head_bytes += len(data)
@@ -226,7 +230,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.upgraded = True  # answered as a plain request, then the connection closes
+            self.unparsed = True  # answered as a plain request, then the connection closes
             last = self.ready[-1] if self.ready else self.call
             if last is not None:
                 last.keep_alive = False
@@ -280,7 +284,6 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self.parser
-        self.http11 = parser.get_http_version() == "1.1"
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         call = NativeCall(
             self,
@@ -288,6 +291,7 @@ class HttpConnection(asyncio.Protocol):
             request_path(self._url),
             self._headers,
             body,
+            http11=parser.get_http_version() == "1.1",
             keep_alive=parser.should_keep_alive() and not self.server.stopping,
             affinity_header=self.app.affinity_header,
         )
@@ -302,17 +306,26 @@ class HttpConnection(asyncio.Protocol):
             if self.read_paused and len(self.ready) < MAX_PIPELINED and self.transport:
                 self.read_paused = False
                 self.transport.resume_reading()
+        elif self.rejection:
+            self._send_rejection()
         elif not self.lost:
             self.idle_since = self.loop.time()
             if self.server.stopping:
                 self.shutdown()
 
     def _reject(self, error: MaasError) -> None:
-        """Answer a request the parser refused, and close."""
+        """Answer a request the parser refused (after the answers to the requests before
+        it), and close."""
         status, headers, body = openai_error(error)
+        head = [status_line(status), *(k + b": " + v + b"\r\n" for k, v in headers)]
+        self.rejection = b"".join([*head, b"connection: close\r\n\r\n", body])
+        self.unparsed = True
+        if self.call is None and not self.ready:
+            self._send_rejection()
+
+    def _send_rejection(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            head = [status_line(status), *(k + b": " + v + b"\r\n" for k, v in headers)]
-            self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+            self.transport.write(self.rejection)
             self.transport.close()
 
     # answering

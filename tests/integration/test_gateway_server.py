@@ -214,6 +214,13 @@ async def test_huge_headers_and_garbage_are_refused(served: Served) -> None:
         writer.write(b"x-more: " + b"b" * 8000 + b"\r\n")
     assert (await reader.next()).status == 431
 
+    reader, writer = await served.connect()  # garbage after a good request: answered after it
+    writer.write(get("/healthz") + b"NOT HTTP AT ALL\r\n\r\n")
+    assert (await reader.next()).json() == {"status": "ok"}
+    answer = await reader.next()
+    assert answer.status == 400
+    assert await reader.closed()
+
     reader, writer = await served.connect()
     writer.write(b"NOT HTTP AT ALL\r\n\r\n")
     answer = await reader.next()
