@@ -221,6 +221,11 @@ class BackendDefinition(_Frozen):
     )
     served_name_flag: str | None = None
     health_path: str = Field(default="/health", pattern=r"^/")
+    anthropic_messages: bool = Field(
+        default=False,
+        description="the engine serves Anthropic's POST /v1/messages itself; the gateway "
+        "passes such requests through instead of translating them to chat",
+    )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     supported_vendors: list[Vendor] = Field(min_length=1)
     distributed: bool = False

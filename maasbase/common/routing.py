@@ -34,6 +34,9 @@ class Upstream(BaseModel):
     upstream_model: str | None = Field(
         default=None, description="Model name to send upstream, when it differs."
     )
+    anthropic_messages: bool = Field(
+        default=False, description="Serves Anthropic's /v1/messages itself (no translation)."
+    )
 
 
 class RoutedModel(BaseModel):

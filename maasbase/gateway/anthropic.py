@@ -5,6 +5,8 @@ text and image blocks, tool use and tool results, tools and tool choice, stop
 sequences); ``to_message`` turns a chat completion into a Message; ``MessageStream``
 turns chat completion chunks into Messages stream events (message_start,
 content_block_start/delta/stop for text and tool use, message_delta, message_stop).
+For engines that serve the Messages API themselves, requests pass through unchanged
+and ``StreamUsage`` reads the token counts of their streams.
 """
 
 from __future__ import annotations
@@ -282,3 +284,45 @@ class MessageStream:
         usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
         out += _event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
         return out + _event("message_stop", {"type": "message_stop"})
+
+
+def input_tokens(usage: dict[str, Any]) -> int:
+    """All prompt tokens of a Messages ``usage``: the uncached ones plus those read from
+    or written to the engine's prompt cache."""
+    total = 0
+    for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        value = usage.get(name)
+        if isinstance(value, int):
+            total += value
+    return total
+
+
+class StreamUsage:
+    """Reads the token usage of a Messages stream passed through as it is: input tokens
+    from ``message_start`` (and ``message_delta`` when it repeats them), output tokens
+    from the last ``message_delta``."""
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.seen = False
+
+    def feed(self, data: bytes) -> None:
+        if b'"usage"' not in data:
+            return
+        try:
+            event = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(event, dict):
+            return
+        usage: Any = event.get("usage")
+        if event.get("type") == "message_start" and isinstance(event.get("message"), dict):
+            usage = event["message"].get("usage")
+        if not isinstance(usage, dict):
+            return
+        self.seen = True
+        if any(k in usage for k in ("input_tokens", "cache_read_input_tokens")):
+            self.input_tokens = input_tokens(usage)
+        if isinstance(usage.get("output_tokens"), int):
+            self.output_tokens = usage["output_tokens"]

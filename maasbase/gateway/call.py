@@ -30,7 +30,10 @@ from maasbase.gateway.errors import (
 Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
-FORWARDED = frozenset({b"content-type", b"accept", b"x-request-id", b"traceparent"})
+FORWARDED = frozenset({
+    b"content-type", b"accept", b"x-request-id", b"traceparent", b"anthropic-version",
+    b"anthropic-beta",
+})  # fmt: skip
 
 
 class Style(Enum):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from maasbase.common.errors import InvalidRequest, MaasError
-from maasbase.common.routing import Upstream, Usage
+from maasbase.common.routing import RoutedModel, Upstream, Usage
 from maasbase.gateway import anthropic
 from maasbase.gateway.auth import Caller
 from maasbase.gateway.call import Call, Style
@@ -259,11 +259,15 @@ class Handlers:
         app = self.app
         call.style = Style.ANTHROPIC
         caller = await app.caller(call)
-        payload = parse_json_object(await call.read_body(app.config.max_body_bytes))
+        body = await call.read_body(app.config.max_body_bytes)
+        payload = parse_json_object(body)
         model = required_model(payload)
         caller.check_model(model)
-        chat = anthropic.to_chat(payload)
         routed = await app.routed(model)
+        if all(upstream.anthropic_messages for upstream in routed.upstreams):
+            await self._messages_through(call, caller, routed, payload, body)
+            return
+        chat = anthropic.to_chat(payload)
         if caller.limited:
             await self._admit(caller)
         stream = bool(chat.get("stream"))
@@ -275,6 +279,43 @@ class Handlers:
             await self._relay_messages(call, response, usage, model=model, stream=stream)
 
         await self._exchange(call, caller, out, "messages", stream, relay)
+
+    async def _messages_through(
+        self, call: Call, caller: Caller, routed: RoutedModel, payload: dict[str, Any], body: bytes
+    ) -> None:
+        """A Messages request to engines that serve the API themselves: sent as it came
+        (but for the model name an upstream may serve it under), answered as it comes."""
+        if caller.limited:
+            await self._admit(caller)
+        model = routed.name
+        body_for = json_body_for(model, payload, body, rewrite=False)
+        affinity = self._affinity(call, payload)
+        out = Outgoing(routed, "/messages", call.forward, body_for, affinity)
+        await self._exchange(
+            call, caller, out, "messages", payload.get("stream") is True, self._relay_through
+        )
+
+    async def _relay_through(self, call: Call, response: UpstreamResponse, usage: Usage) -> None:
+        if not content_type(response).startswith(b"text/event-stream"):
+            tokens = await relay_json(call, response)
+            if tokens is not None:
+                usage.prompt_tokens, usage.completion_tokens = tokens
+            return
+        await call.start_response(
+            response.status, [*response_headers(response), *SSE_HEADERS], sse=True
+        )
+        events, counts = SseEvents(), anthropic.StreamUsage()
+        try:
+            while chunk := await response.next_chunk():
+                for data in events.feed(chunk):
+                    counts.feed(data)
+                call.first_byte()
+                await call.write(chunk)
+            for data in events.finish():
+                counts.feed(data)
+            await call.end()
+        finally:
+            usage.prompt_tokens, usage.completion_tokens = counts.input_tokens, counts.output_tokens
 
     async def _relay_messages(
         self, call: Call, response: UpstreamResponse, usage: Usage, *, model: str, stream: bool

@@ -104,6 +104,10 @@ def tokens_of(usage: Any) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    if isinstance(prompt, int) and "prompt_tokens" not in usage:  # Anthropic: cache separate
+        for cached in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            extra = usage.get(cached)
+            prompt += extra if isinstance(extra, int) else 0
     completion = usage.get("completion_tokens", usage.get("output_tokens"))
     total = usage.get("total_tokens")
     if not isinstance(prompt, int):

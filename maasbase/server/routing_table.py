@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maasbase.backends.registry import BackendRegistry, UnknownBackendError
 from maasbase.common.errors import SecretKeyMismatch
 from maasbase.common.instances import InstanceState
 from maasbase.common.routing import RoutedModel, RouteKind, RoutingTable, Upstream
@@ -44,12 +45,28 @@ def _provider_key(provider: Provider, box: SecretBox, reported: set[str]) -> str
         return None
 
 
+def _serves_messages(backends: BackendRegistry | None, name: str) -> bool:
+    if backends is None:
+        return False
+    try:
+        return backends.get(name).anthropic_messages
+    except UnknownBackendError:
+        return False
+
+
 async def build(
-    session: AsyncSession, box: SecretBox, *, reported: set[str] | None = None
+    session: AsyncSession,
+    box: SecretBox,
+    *,
+    reported: set[str] | None = None,
+    backends: BackendRegistry | None = None,
 ) -> RoutingTable:
-    """``reported`` collects stored keys already logged as undecryptable."""
+    """``reported`` collects stored keys already logged as undecryptable; ``backends``
+    tells which engines serve Anthropic's Messages API themselves."""
     reported = set() if reported is None else reported
     workers = {w.id: w for w in await workers_db.list_all(session)}
+    models = await models_db.list_all(session)
+    messages = {m.id: _serves_messages(backends, m.backend) for m in models}
     running: dict[int, list[Upstream]] = {}
     for instance in await instances_db.list_all(session):
         worker = workers.get(instance.worker_id or 0)
@@ -59,6 +76,7 @@ async def build(
             Upstream(
                 id=f"instance:{instance.id}",
                 base_url=f"http://{_host(worker.address)}:{instance.port}/v1",
+                anthropic_messages=messages.get(instance.model_id, False),
             )
         )
     routed = [
@@ -69,7 +87,7 @@ async def build(
             upstreams=running.get(model.id, []),
             created=int(model.created_at.timestamp()),
         )
-        for model in await models_db.list_all(session)
+        for model in models
     ]
     deployed = {m.name for m in routed}
     for provider in await providers_db.list_all(session):
@@ -106,7 +124,9 @@ async def watch(state: ServerState, revision: str | None, wait: float) -> Routin
     while True:
         version = state.changes.version
         async with state.sessions() as session:
-            table = await build(session, state.secret_box, reported=state.reported_secrets)
+            table = await build(
+                session, state.secret_box, reported=state.reported_secrets, backends=state.backends
+            )
         remaining = deadline - state.clock.monotonic()
         if table.revision != revision or remaining <= 0 or state.stopping:
             return table

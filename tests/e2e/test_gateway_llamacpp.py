@@ -107,6 +107,17 @@ async def gateway(engines: dict[str, str]) -> AsyncIterator[Gateway]:
                 name="tiny", upstreams=[Upstream(id="instance:1", base_url=engines["chat"])]
             ),
             RoutedModel(
+                name="tiny-messages",
+                upstreams=[
+                    Upstream(
+                        id="instance:3",
+                        base_url=engines["chat"],
+                        upstream_model="tiny",
+                        anthropic_messages=True,
+                    )
+                ],
+            ),
+            RoutedModel(
                 name="tiny-embed",
                 categories=["embedding"],
                 upstreams=[
@@ -206,3 +217,30 @@ async def test_errors(gateway: Gateway) -> None:
         )
     assert bad.status_code == 400
     assert bad.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_anthropic_messages_pass_through_to_an_engine_that_serves_them(
+    gateway: Gateway,
+) -> None:
+    body = {"model": "tiny-messages", "max_tokens": 6, "messages": CHAT}
+    headers = {"x-api-key": "sk-e2e", "anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        reply = await http.post("/v1/messages", json=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+        message = reply.json()
+        assert message["type"] == "message"
+        assert message["content"][0]["type"] == "text"
+        assert message["model"] == "tiny"  # llama.cpp's own answer, not a translation
+        streamed = await http.post("/v1/messages", json=body | {"stream": True}, headers=headers)
+    events = [line.removeprefix("event: ") for line in streamed.text.splitlines()
+              if line.startswith("event: ")]  # fmt: skip
+    assert events[0] == "message_start"
+    assert events[-1] == "message_stop"
+    assert "content_block_delta" in events
+    plain, stream = await gateway.records(2)
+    usage = message["usage"]
+    assert plain.prompt_tokens == usage["input_tokens"] + usage.get("cache_read_input_tokens", 0)
+    assert plain.completion_tokens == usage["output_tokens"] == 6
+    assert (stream.endpoint, stream.stream, stream.status) == ("messages", True, 200)
+    assert stream.prompt_tokens == plain.prompt_tokens  # cached prompt tokens count too
+    assert stream.completion_tokens == 6

@@ -62,6 +62,7 @@ async def test_routing_table_follows_instances_and_providers(
     [upstream] = changed["models"][0]["upstreams"]
     assert upstream["base_url"] == "http://127.0.0.1:40100/v1"
     assert upstream["id"] == f"instance:{instance['id']}"
+    assert upstream["anthropic_messages"] is True  # llama.cpp serves /v1/messages itself
 
     provider = await admin.post(
         "/api/v1/providers",

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from maasbase.common.errors import InvalidRequest
+from maasbase.gateway import anthropic
 from maasbase.gateway.anthropic import MessageStream, to_chat, to_message
+from maasbase.gateway.payloads import usage_from_json
 
 
 def test_request_with_system_images_tools_and_tool_results() -> None:
@@ -131,3 +133,22 @@ def test_stream_translation_of_text_and_tool_calls() -> None:
 def test_empty_stream_still_forms_a_message() -> None:
     names = [name for name, _ in events(MessageStream("m", "msg_2").finish())]
     assert names == ["message_start", "ping", "message_delta", "message_stop"]
+
+
+def test_stream_usage_of_a_passed_through_messages_stream() -> None:
+    usage = anthropic.StreamUsage()
+    start = {"type": "message_start", "message": {"usage": {
+        "input_tokens": 1, "cache_read_input_tokens": 30, "output_tokens": 0}}}  # fmt: skip
+    usage.feed(json.dumps(start).encode())
+    usage.feed(b'{"type":"content_block_delta","delta":{"text":"usage"}}')
+    usage.feed(b'{"type":"message_delta","usage":{"output_tokens":4}}')
+    usage.feed(b'not json but has "usage"')
+    assert (usage.input_tokens, usage.output_tokens, usage.seen) == (31, 4, True)
+
+
+def test_messages_usage_counts_cached_prompt_tokens() -> None:
+    body = {"usage": {"input_tokens": 2, "cache_read_input_tokens": 5,
+                      "cache_creation_input_tokens": 1, "output_tokens": 3}}  # fmt: skip
+    assert usage_from_json(json.dumps(body).encode()) == (8, 3)
+    openai = {"usage": {"prompt_tokens": 9, "completion_tokens": 2, "cache_read_input_tokens": 7}}
+    assert usage_from_json(json.dumps(openai).encode()) == (9, 2)
