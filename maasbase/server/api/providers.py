@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from maasbase.common.errors import Conflict, NotFound
 from maasbase.server.api.deps import Admin, Session, State
@@ -16,12 +17,31 @@ from maasbase.server.schemas.models import MODEL_NAME_PATTERN
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 
+ModelNames = Annotated[
+    list[Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]], Field(min_length=1, max_length=1000)
+]
+
 
 class ProviderCreate(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     base_url: HttpUrl = Field(description="Up to and including /v1, e.g. https://api.x.com/v1")
     api_key: str | None = Field(default=None, max_length=4096)
-    models: list[str] = Field(min_length=1, max_length=1000)
+    models: ModelNames
+
+
+class ProviderUpdate(Strict):
+    """Absent fields stay as they are; ``api_key: null`` removes the key."""
+
+    base_url: HttpUrl | None = None
+    api_key: str | None = Field(default=None, max_length=4096)
+    models: ModelNames | None = Field(default=None, description="Replaces the list.")
+
+    @model_validator(mode="after")
+    def _no_null_except_key(self) -> ProviderUpdate:
+        for field in ("base_url", "models"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null; leave it out to keep it")
+        return self
 
 
 class ProviderOut(BaseModel):
@@ -50,11 +70,6 @@ def _out(provider: Provider) -> ProviderOut:
 async def create_provider(
     body: ProviderCreate, _admin: Admin, state: State, session: Session
 ) -> ProviderOut:
-    import re
-
-    for model in body.models:
-        if not re.match(MODEL_NAME_PATTERN, model):
-            raise Conflict(f"bad model name {model!r}: letters, digits and _ . : / -")
     if await providers_db.get_by_name(session, body.name) is not None:
         raise Conflict(f"a provider named {body.name!r} exists; pick another name")
     provider = await providers_db.create(
@@ -73,6 +88,24 @@ async def create_provider(
 async def list_providers(_admin: Admin, session: Session) -> Page[ProviderOut]:
     items = [_out(p) for p in await providers_db.list_all(session)]
     return Page(items=items, total=len(items), page=1, per_page=max(1, len(items)))
+
+
+@router.patch("/{provider_id}", response_model=ProviderOut)
+async def update_provider(
+    provider_id: int, body: ProviderUpdate, _admin: Admin, state: State, session: Session
+) -> ProviderOut:
+    provider = await providers_db.get(session, provider_id)
+    if provider is None:
+        raise NotFound(f"provider {provider_id} does not exist")
+    if body.base_url is not None:
+        provider.base_url = str(body.base_url).rstrip("/")
+    if "api_key" in body.model_fields_set:
+        provider.api_key = state.secret_box.encrypt(body.api_key) if body.api_key else None
+    if body.models is not None:
+        provider.models = sorted(set(body.models))
+    await session.commit()
+    state.changes.notify()
+    return _out(provider)
 
 
 @router.delete("/{provider_id}", status_code=204)
