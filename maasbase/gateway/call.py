@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
@@ -41,7 +42,7 @@ class Style(Enum):
     ANTHROPIC = "anthropic"
 
 
-class Call:
+class Call(ABC):
     __slots__ = (
         "affinity",
         "api_key",
@@ -103,22 +104,22 @@ class Call:
             self.ttft = self.elapsed_ms
 
     # transport: implemented by each server
+    @abstractmethod
     async def read_body(self, limit: int) -> bytes:
         """The whole request body; ``RequestTooLarge`` past ``limit`` bytes,
         ``ClientDisconnected`` when the client went away."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def start_response(self, status: int, headers: Headers, *, sse: bool = False) -> None:
         """Send the status and headers; a body without content-length follows in parts."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def write(self, data: bytes) -> None:
         """Send one more part of the body (waits while the client reads slowly)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def end(self, data: bytes = b"") -> None:
         """Send the last part of the body: the response is complete."""
-        raise NotImplementedError
 
     async def raw(self, status: int, headers: Headers, body: bytes) -> None:
         """A whole response with a known body."""
