@@ -31,7 +31,6 @@ import asyncio
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -41,27 +40,31 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from maasbase.gateway.app import GatewayApp
+from gateway_children import ANSWER, BODY, KEY
+from gateway_load import (
+    CONNECTIONS,
+    LOAD_CORE,
+    PASSES,
+    PROXY_CORE,
+    PYTHON,
+    SECONDS,
+    Row,
+    cpu_seconds,
+    first_tokens,
+    is_python,
+    many_streams,
+    measure,
+    rss_mib,
+    wait_listeners,
+    wrk,
+)  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
-PROXY_CORE, LOAD_CORE = "0", "1"
-SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
-CONNECTIONS = 32  # per proxy process, for req/s
-ANSWER = {
-    "id": "cmpl-1", "object": "chat.completion", "created": 1, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-}  # fmt: skip
-BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]})
-KEY = "sk-bench"
 
 
 def free_port() -> int:
@@ -100,126 +103,6 @@ def process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-# --- the processes under test -------------------------------------------------------
-
-
-def serve_gateway(
-    port: int, upstreams: list[str], client: str, server: str, *, reuse_port: bool
-) -> None:
-    """A gateway process with fake control-plane seams on the ``native`` server or on
-    ``uvicorn`` (runs in the child process)."""
-    import uvloop
-
-    from maasbase.common.routing import RoutedModel, RoutingTable, Upstream, Usage
-    from maasbase.gateway.app import create_gateway_app
-    from maasbase.gateway.config import GatewayConfig
-    from maasbase.gateway.fakes import FakeKeyResolver, FakeRoutingSource, grant
-    from maasbase.gateway.standalone import (
-        reuse_port_socket,
-        server_config,
-        settle_garbage_collector,
-    )
-
-    class CountingSink:
-        records = 0
-
-        async def send(self, usages: list[Usage]) -> None:
-            self.records += len(usages)
-
-    ups = [Upstream(id=f"u{i}", base_url=url) for i, url in enumerate(upstreams)]
-    table = RoutingTable(revision="bench", models=[RoutedModel(name="m", upstreams=ups)])
-    app = create_gateway_app(
-        routes=FakeRoutingSource(table),
-        keys=FakeKeyResolver({KEY: grant()}),
-        usage=CountingSink(),
-        config=GatewayConfig(upstream_client=client),
-    )
-    if server == "native":
-        uvloop.run(serve_native(app, reuse_port_socket("127.0.0.1", port)))
-        return
-    import uvicorn
-
-    sock = reuse_port_socket("127.0.0.1", port) if reuse_port else None
-    settle_garbage_collector()
-    config = server_config(app, host="127.0.0.1", port=port)
-    uvloop.run(uvicorn.Server(config).serve(sockets=[sock] if sock else None))
-
-
-async def serve_native(app: GatewayApp, sock: socket.socket) -> None:
-    """The gateway's own server on ``sock`` until SIGTERM or SIGINT."""
-    from maasbase.gateway.server import GatewayServer
-    from maasbase.gateway.standalone import settle_garbage_collector
-
-    server = GatewayServer(app)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.stop)
-    settle_garbage_collector()
-    try:
-        await server.serve(sock)
-    finally:
-        sock.close()
-
-
-def serve_bare_proxy(port: int, origin: str) -> None:
-    """The baseline the issue names: an aiohttp server forwarding each request body to
-    ``origin`` through one keep-alive ClientSession; no auth, no metering (child process)."""
-    import aiohttp
-    import uvloop
-    from aiohttp import web
-
-    session = web.AppKey("session", aiohttp.ClientSession)
-
-    async def client(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as opened:
-            app[session] = opened
-            yield
-
-    async def forward(request: web.Request) -> web.Response:
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        url, body = origin + request.path_qs, await request.read()
-        async with request.app[session].post(url, data=body, headers=headers) as upstream:
-            answer = await upstream.read()
-        return web.Response(body=answer, status=upstream.status, content_type=upstream.content_type)
-
-    app = web.Application()
-    app.cleanup_ctx.append(client)
-    app.router.add_post("/{path:.*}", forward)
-    web.run_app(
-        app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop()
-    )
-
-
-def serve_sse_stub(port: int) -> None:
-    """Streams ``bench_chunks`` events, ``bench_delay`` seconds apart (child process)."""
-    import uvloop
-    from aiohttp import web
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        if not body.get("stream"):
-            return web.json_response(ANSWER)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        chunk = {"object": "chat.completion.chunk",
-                 "choices": [{"index": 0, "delta": {"content": "tok"}}]}  # fmt: skip
-        event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
-        for i in range(int(body.get("bench_chunks", 8))):
-            if i:
-                await asyncio.sleep(float(body.get("bench_delay", 0)))
-            await response.write(event)
-        usage = {"choices": [], "usage": ANSWER["usage"]}
-        await response.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    web.run_app(
-        app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop()
-    )
 
 
 NGINX = """
@@ -284,169 +167,9 @@ def litellm(folder: Path, venv: Path, port: int, stub_port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]  # fmt: skip
 
 
-# --- load ---------------------------------------------------------------------------
-
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def wrk(
-    url: str, connections: int, seconds: int, script: Path, *, threads: int = 1, cores: str = ""
-) -> dict[str, float]:
-    output = subprocess.run(
-        ["taskset", "-c", cores or LOAD_CORE, "wrk", f"-t{threads}", f"-c{connections}",
-         f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
-    for pct, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M):
-        result[f"p{pct}"] = float(value) * UNITS[unit]
-    result["requests"] = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                        output)  # fmt: skip
-    result["errors"] = sum(float(n) for match in (errors, sockets) if match for n in match.groups())
-    return result
-
-
-PASSES = int(os.environ.get("BENCH_PASSES", "3"))
-
-
-def measure_once(url: str, script: Path, pid: int | None, seconds: int) -> Row:
-    """One pass: req/s at ``CONNECTIONS`` connections, latency at 1; with ``pid``, the
-    share of a core that the process (and its children) used under load: below ~100% on
-    a proxy that is the bottleneck, something else on the machine took its core."""
-    before, start = tree_cpu_seconds(pid) if pid else 0.0, time.perf_counter()
-    loaded = wrk(url, CONNECTIONS, seconds, script)
-    cpu = (tree_cpu_seconds(pid) - before) / (time.perf_counter() - start) if pid else 0.0
-    single = wrk(url, 1, max(2, seconds // 2), script)
-    return {"rps": loaded["rps"], "errors": loaded["errors"] + single["errors"],
-            "p50": single["p50"], "p99": single["p99"], "cpu": cpu}  # fmt: skip
-
-
-def median_row(passes: list[Row]) -> Row:
-    row = {key: statistics.median(p[key] for p in passes) for key in passes[0]}
-    row["errors"] = sum(p["errors"] for p in passes)
-    row["rps_min"] = min(p["rps"] for p in passes)
-    row["rps_max"] = max(p["rps"] for p in passes)
-    return row
-
-
-def print_row(name: str, row: Row, with_cpu: bool) -> None:
-    usage = f"CPU {row['cpu']:4.0%}" if with_cpu else " " * 8
-    spread = f"({row['rps_min']:,.0f}-{row['rps_max']:,.0f})" if "rps_min" in row else ""
-    print(f"  {name:<34} {row['rps']:>9,.0f} req/s {spread:<15} {usage}   "
-          f"p50 {row['p50']:7.3f} ms   p99 {row['p99']:7.3f} ms   errors {row['errors']:.0f}",
-          flush=True)  # fmt: skip
-
-
-def measure(targets: dict[str, tuple[str, str, int | None]], script: Path) -> dict[str, Row]:
-    """Each target (name, url, pid) measured in ``PASSES`` interleaved passes of
-    ``SECONDS / PASSES`` each, medians reported: a drift of the machine's speed during
-    the run (other tenants of the host) then hits every proxy alike."""
-    for _, url, _ in targets.values():
-        wrk(url, CONNECTIONS, 2, script)  # warm up connections and caches
-    seconds = max(2, SECONDS // PASSES)
-    passes: dict[str, list[Row]] = {key: [] for key in targets}
-    for _ in range(PASSES):
-        for key, (_, url, pid) in targets.items():
-            passes[key].append(measure_once(url, script, pid, seconds))
-    results = {}
-    for key, (name, _, pid) in targets.items():
-        results[key] = median_row(passes[key])
-        print_row(name, results[key], pid is not None)
-    return results
-
-
-async def first_tokens(url: str, n: int) -> list[float]:
-    """Milliseconds to the first streamed event, for ``n`` sequential requests."""
-    from maasbase.gateway.upstream import PooledUpstreamClient
-
-    client = PooledUpstreamClient()
-    body = json.dumps({**json.loads(BODY), "stream": True, "bench_chunks": 4}).encode()
-    headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode())]
-    times = []
-    try:
-        for _ in range(n):
-            start = time.perf_counter()
-            response = await client.request(b"POST", url, headers, body)
-            await response.next_chunk()
-            times.append((time.perf_counter() - start) * 1000)
-            while await response.next_chunk():
-                pass
-            response.release()
-    finally:
-        await client.aclose()
-    return times
-
-
-async def many_streams(url: str, count: int) -> tuple[int, int]:
-    """``count`` concurrent streams of 20 events 0.1 s apart: (completed, failed)."""
-    from maasbase.gateway.upstream import PooledUpstreamClient
-
-    client = PooledUpstreamClient(max_idle_per_origin=count)
-    body = json.dumps({**json.loads(BODY), "stream": True, "bench_chunks": 20,
-                       "bench_delay": 0.1}).encode()  # fmt: skip
-    headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode())]
-
-    async def one() -> bool:
-        response = await client.request(b"POST", url, headers, body)
-        data = b""
-        while chunk := await response.next_chunk():
-            data += chunk
-        response.release()
-        return response.status == 200 and data.endswith(b"data: [DONE]\n\n")
-
-    try:
-        results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
-    finally:
-        await client.aclose()
-    done = sum(1 for r in results if r is True)
-    return done, count - done
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of its children (nginx's worker) so far."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return sum(cpu_seconds(each) for each in [pid, *map(int, children)])
-
-
-def is_python(pid: int) -> bool:
-    """Whether ``pid`` runs this interpreter (not the ``taskset`` that started it)."""
-    return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(PYTHON)
-
-
-def listeners(port: int) -> int:
-    """How many sockets listen on 127.0.0.1:``port`` (one per SO_REUSEPORT process)."""
-    local = f"0100007F:{port:04X}"
-    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for row in rows if row.split()[1] == local and row.split()[3] == "0A")
-
-
-def wait_listeners(port: int, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while listeners(port) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{listeners(port)} of {count} processes listen on port {port}")
-        time.sleep(0.05)
-
-
 # --- the run ------------------------------------------------------------------------
 
-PYTHON, ME = sys.executable, str(Path(__file__).resolve())
-Row = dict[str, float]
+CHILDREN = str(Path(__file__).with_name("gateway_children.py"))
 GATEWAYS = {  # result key: (server, upstream client, row name); "native" is the headline
     "native": ("native", "pooled", "gateway (native server)"),
     "uvicorn": ("uvicorn", "pooled", "gateway (uvicorn, ASGI)"),
@@ -469,14 +192,14 @@ def chat_url(port: int) -> str:
 
 
 def gateway_command(port: int, server: str, client: str, *upstreams: str) -> list[str]:
-    return [PYTHON, ME, "gateway", str(port), server, client, *upstreams]
+    return [PYTHON, CHILDREN, "gateway", str(port), server, client, *upstreams]
 
 
 def stub(stack: ExitStack, folder: Path, cores: str, workers: int = 1) -> int:
     """A fixed-response stub on ``cores`` until ``stack`` closes: nginx (``workers``
     processes), or the aiohttp one without nginx; its port."""
     port = free_port()
-    command = [PYTHON, ME, "sse-stub", str(port)]
+    command = [PYTHON, CHILDREN, "sse-stub", str(port)]
     if shutil.which("nginx"):
         command = nginx_stub(folder, port, workers)
     stack.enter_context(process(command, cores, port, folder / f"stub{port}.log"))
@@ -502,7 +225,7 @@ def proxies(folder: Path, script: Path, stub_port: int) -> dict[str, Row]:
             targets[key] = (name, chat_url(port), stack.enter_context(
                 process(command, PROXY_CORE, port, log)))  # fmt: skip
         port = free_port()
-        command = [PYTHON, ME, "bare-proxy", str(port), f"http://127.0.0.1:{stub_port}"]
+        command = [PYTHON, CHILDREN, "bare-proxy", str(port), f"http://127.0.0.1:{stub_port}"]
         pid = stack.enter_context(process(command, PROXY_CORE, port, folder / "bare.log"))
         targets["bare"] = ("bare aiohttp pass-through proxy", chat_url(port), pid)
         if shutil.which("nginx"):
@@ -557,7 +280,7 @@ def caveat(row: Row) -> str:
 def streaming(stack: ExitStack, folder: Path) -> dict[str, float]:
     """Time to first token direct and through the gateway; 1,000 concurrent streams."""
     sse_port, port = free_port(), free_port()
-    sse = [PYTHON, ME, "sse-stub", str(sse_port)]
+    sse = [PYTHON, CHILDREN, "sse-stub", str(sse_port)]
     stack.enter_context(process(sse, LOAD_CORE, sse_port, folder / "sse.log"))
     sse_url = f"http://127.0.0.1:{sse_port}/v1"
     command = gateway_command(port, "native", "pooled", sse_url, sse_url)
@@ -785,13 +508,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] == ["gateway"]:  # gateway PORT SERVER CLIENT UPSTREAM... [--reuse-port]
-        upstreams = [arg for arg in args[4:] if arg != "--reuse-port"]
-        serve_gateway(int(args[1]), upstreams, args[3], args[2], reuse_port="--reuse-port" in args)
-    elif args[:1] == ["bare-proxy"]:  # bare-proxy PORT ORIGIN
-        serve_bare_proxy(int(args[1]), args[2])
-    elif args[:1] == ["sse-stub"]:  # sse-stub PORT
-        serve_sse_stub(int(args[1]))
-    else:
-        main()
+    main()
