@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from maasbase.common.errors import InvalidRequest, MaasError
-from maasbase.common.routing import RoutedModel, Upstream, Usage
+from maasbase.common.routing import Upstream, Usage
 from maasbase.gateway import anthropic
 from maasbase.gateway.auth import Caller
 from maasbase.gateway.call import Call, Style
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 Relay = Callable[[Call, UpstreamResponse, Usage], Awaitable[None]]
 BodyFor = Callable[[Upstream], bytes]
 EVENT_STREAM = [(b"content-type", b"text/event-stream"), *SSE_HEADERS]
+JSON_ONLY = [(b"content-type", b"application/json")]
 
 
 @dataclass(frozen=True)
@@ -256,44 +257,38 @@ class Handlers:
 
     # Anthropic Messages
     async def messages(self, call: Call) -> None:
+        """Passed through to engines that serve the Messages API themselves, translated to
+        chat for the others."""
         app = self.app
         call.style = Style.ANTHROPIC
         caller = await app.caller(call)
-        body = await call.read_body(app.config.max_body_bytes)
-        payload = parse_json_object(body)
-        model = required_model(payload)
-        caller.check_model(model)
-        routed = await app.routed(model)
-        if all(upstream.anthropic_messages for upstream in routed.upstreams):
-            await self._messages_through(call, caller, routed, payload, body)
-            return
-        chat = anthropic.to_chat(payload)
-        if caller.limited:
-            await self._admit(caller)
-        stream = bool(chat.get("stream"))
-        headers = [(b"content-type", b"application/json")]
-        body_for = json_body_for(model, chat, b"", rewrite=True)
-        out = Outgoing(routed, "/chat/completions", headers, body_for, self._affinity(call, chat))
-
-        async def relay(call: Call, response: UpstreamResponse, usage: Usage) -> None:
-            await self._relay_messages(call, response, usage, model=model, stream=stream)
-
+        model = ""
+        relay: Relay
+        try:
+            body = await call.read_body(app.config.max_body_bytes)
+            payload = parse_json_object(body)
+            model = required_model(payload)
+            caller.check_model(model)
+            routed = await app.routed(model)
+            if caller.limited:
+                await self._admit(caller)
+            if all(upstream.anthropic_messages for upstream in routed.upstreams):
+                stream = payload.get("stream") is True
+                body_for = json_body_for(model, payload, body, rewrite=False)
+                affinity = self._affinity(call, payload)
+                out = Outgoing(routed, "/messages", call.forward, body_for, affinity)
+                relay = self._relay_through
+            else:
+                chat = anthropic.to_chat(payload)
+                stream = bool(chat.get("stream"))
+                body_for = json_body_for(model, chat, b"", rewrite=True)
+                out = Outgoing(routed, "/chat/completions", JSON_ONLY, body_for,
+                               self._affinity(call, chat))  # fmt: skip
+                relay = functools.partial(self._relay_messages, model=model, stream=stream)
+        except MaasError as exc:
+            self._refused(call, caller, model, "messages", exc)
+            raise
         await self._exchange(call, caller, out, "messages", stream, relay)
-
-    async def _messages_through(
-        self, call: Call, caller: Caller, routed: RoutedModel, payload: dict[str, Any], body: bytes
-    ) -> None:
-        """A Messages request to engines that serve the API themselves: sent as it came
-        (but for the model name an upstream may serve it under), answered as it comes."""
-        if caller.limited:
-            await self._admit(caller)
-        model = routed.name
-        body_for = json_body_for(model, payload, body, rewrite=False)
-        affinity = self._affinity(call, payload)
-        out = Outgoing(routed, "/messages", call.forward, body_for, affinity)
-        await self._exchange(
-            call, caller, out, "messages", payload.get("stream") is True, self._relay_through
-        )
 
     async def _relay_through(self, call: Call, response: UpstreamResponse, usage: Usage) -> None:
         if not content_type(response).startswith(b"text/event-stream"):

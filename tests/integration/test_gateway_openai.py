@@ -262,9 +262,9 @@ async def test_anthropic_messages(gateway: Gateway) -> None:
         assert missing.status_code == 400
         assert missing.json()["type"] == "error"
         assert missing.json()["error"]["type"] == "invalid_request_error"
-    records = await gateway.records(2)
-    assert [(r.endpoint, r.prompt_tokens, r.completion_tokens) for r in records] == [
-        ("messages", 7, 5), ("messages", 7, 5)
+    records = await gateway.records(3)
+    assert [(r.endpoint, r.status, r.prompt_tokens, r.completion_tokens) for r in records] == [
+        ("messages", 200, 7, 5), ("messages", 200, 7, 5), ("messages", 400, 0, 0)
     ]  # fmt: skip
 
 
