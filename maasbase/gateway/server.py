@@ -63,6 +63,14 @@ def status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
 
 
+def head_lines(status: int, headers: Headers) -> list[bytes]:
+    """The status line and header lines of a response, without the closing blank line."""
+    parts = [status_line(status)]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    return parts
+
+
 @functools.lru_cache(maxsize=256)
 def request_path(url: bytes) -> str:
     """The decoded path of a request target (origin or absolute form)."""
@@ -110,12 +118,8 @@ class NativeCall(Call):
     async def start_response(self, status: int, headers: Headers, *, sse: bool = False) -> None:
         self.response_started = True
         self.sse = sse
-        parts = [status_line(status)]
-        sized = False
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-            if name == b"content-length":
-                sized = True
+        parts = head_lines(status, headers)
+        sized = any(name == b"content-length" for name, _ in headers)
         if not sized and not self._head_only:
             if self.http11:
                 parts.append(b"transfer-encoding: chunked\r\n")
@@ -130,9 +134,7 @@ class NativeCall(Call):
     async def raw(self, status: int, headers: Headers, body: bytes) -> None:
         """A whole response with a known body, in one write."""
         self.response_started = True
-        parts = [status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        parts = head_lines(status, headers)
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts += (b"content-length: %d\r\n\r\n" % len(body), b"" if self._head_only else body)
@@ -317,7 +319,7 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request the parser refused (after the answers to the requests before
         it), and close."""
         status, headers, body = openai_error(error)
-        head = [status_line(status), *(k + b": " + v + b"\r\n" for k, v in headers)]
+        head = head_lines(status, headers)
         self.rejection = b"".join([*head, b"connection: close\r\n\r\n", body])
         self.unparsed = True
         if self.call is None and not self.ready:
