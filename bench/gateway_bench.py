@@ -7,9 +7,14 @@ stub pinned to core 1. The stub is Debian's nginx returning a fixed chat complet
 of its control-plane seams and does per request: key check (cached grant), routing,
 p2c balancing over two upstream entries, usage extraction and metering.
 
+The gateway runs as ``pip install .`` installs it: the script builds this checkout's
+wheel first (the request path compiled with mypyc; ``BENCH_WHEEL=0`` skips that and runs
+the checkout's interpreted modules throughout).
+
 Prints req/s (32 connections) and latency percentiles (1 connection), with the share
 of its core each proxy used, for: the stub direct, the gateway on its native server
-(the headline row), on uvicorn, and with the aiohttp upstream client, a bare aiohttp
+(the headline row), the same interpreted, on uvicorn, and with the aiohttp upstream
+client, a bare aiohttp
 pass-through proxy (no auth, no metering), nginx as a reverse proxy, and LiteLLM when
 ``LITELLM_VENV`` names a virtualenv with ``litellm[proxy]``; then ratios, streaming
 time-to-first-token direct vs through the gateway, 1,000 concurrent streams through
@@ -65,6 +70,8 @@ from gateway_load import (
 )  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(1, str(ROOT))  # for the wheel builder the e2e tests use
+from tests.support.wheels import build_wheel  # noqa: E402
 
 
 def free_port() -> int:
@@ -85,14 +92,21 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 @contextmanager
 def process(
-    command: list[str], core: str, port: int, log: Path, *, start_timeout: float = 30
+    command: list[str],
+    core: str,
+    port: int,
+    log: Path,
+    *,
+    start_timeout: float = 30,
+    env: dict[str, str] | None = None,
 ) -> Iterator[int]:
     """Run ``command`` pinned to ``core`` until the block ends; yields its pid (taskset
     execs the command, so the pid is the command's own)."""
     with log.open("wb") as handle:
         proc = subprocess.Popen(
-            ["taskset", "-c", core, *command], stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+            ["taskset", "-c", core, *command], stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=None if env is None else {**os.environ, **env},
+        )  # fmt: skip
     try:
         wait_port(port, start_timeout)
         yield proc.pid
@@ -170,12 +184,15 @@ def litellm(folder: Path, venv: Path, port: int, stub_port: int) -> list[str]:
 # --- the run ------------------------------------------------------------------------
 
 CHILDREN = str(Path(__file__).with_name("gateway_children.py"))
-GATEWAYS = {  # result key: (server, upstream client, row name); "native" is the headline
-    "native": ("native", "pooled", "gateway (native server)"),
-    "uvicorn": ("uvicorn", "pooled", "gateway (uvicorn, ASGI)"),
-    "aiohttp": ("native", "aiohttp", "gateway (aiohttp upstream client)"),
+GATEWAYS = {  # result key: (server, upstream client, build, row name); "native": headline
+    "native": ("native", "pooled", "installed", "gateway (native server)"),
+    "interpreted": ("native", "pooled", "source", "gateway (native server, interpreted)"),
+    "uvicorn": ("uvicorn", "pooled", "installed", "gateway (uvicorn, ASGI)"),
+    "aiohttp": ("native", "aiohttp", "installed", "gateway (aiohttp upstream client)"),
 }
+INSTALLED: dict[str, str] = {}  # the environment of the "installed" build, set by main()
 BASELINES = {  # result key: name in the ratio lines
+    "interpreted": "the same gateway interpreted",
     "uvicorn": "gateway on uvicorn",
     "aiohttp": "gateway with aiohttp upstream client",
     "bare": "bare aiohttp proxy",
@@ -193,6 +210,28 @@ def chat_url(port: int) -> str:
 
 def gateway_command(port: int, server: str, client: str, *upstreams: str) -> list[str]:
     return [PYTHON, CHILDREN, "gateway", str(port), server, client, *upstreams]
+
+
+def installed_build(folder: Path) -> dict[str, str]:
+    """The environment that runs the gateway as ``pip install .`` installs it: this
+    checkout's wheel, its request path compiled with mypyc. Empty (the checkout's own
+    interpreted modules) with ``BENCH_WHEEL=0`` or when the wheel does not build."""
+    if os.environ.get("BENCH_WHEEL") == "0":
+        print("gateway build: interpreted (BENCH_WHEEL=0)")
+        return {}
+    print("building the wheel (about a minute) ...", flush=True)
+    try:
+        site = build_wheel(folder / "wheel")
+    except subprocess.SubprocessError as exc:
+        print(f"gateway build: interpreted (the wheel did not build: {exc})")
+        return {}
+    env = {"PYTHONPATH": str(site)}
+    probe = "from maasbase.gateway.compiled import is_compiled; print(is_compiled())"
+    answer = subprocess.run([PYTHON, "-c", probe], env={**os.environ, **env}, cwd=folder,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    state = "compiled" if answer.strip() == "True" else "NOT compiled"
+    print(f"gateway build: this checkout's wheel, request path {state}")
+    return env
 
 
 def stub(stack: ExitStack, folder: Path, cores: str, workers: int = 1) -> int:
@@ -218,12 +257,14 @@ def proxies(folder: Path, script: Path, stub_port: int) -> dict[str, Row]:
         "direct": ("stub direct", chat_url(stub_port), None)
     }
     with ExitStack() as stack:
-        for key, (server, client, name) in GATEWAYS.items():
+        for key, (server, client, build, name) in GATEWAYS.items():
+            if build == "source" and not INSTALLED:
+                continue  # the installed build is this one
             port = free_port()
             command = gateway_command(port, server, client, stub_url, stub_url)
-            log = folder / f"gateway-{key}.log"
+            log, env = folder / f"gateway-{key}.log", INSTALLED if build == "installed" else {}
             targets[key] = (name, chat_url(port), stack.enter_context(
-                process(command, PROXY_CORE, port, log)))  # fmt: skip
+                process(command, PROXY_CORE, port, log, env=env)))  # fmt: skip
         port = free_port()
         command = [PYTHON, CHILDREN, "bare-proxy", str(port), f"http://127.0.0.1:{stub_port}"]
         pid = stack.enter_context(process(command, PROXY_CORE, port, folder / "bare.log"))
@@ -258,8 +299,9 @@ def litellm_row(folder: Path, venv: Path, script: Path, stub_port: int) -> dict[
 
 def ratios(results: dict[str, Row]) -> None:
     gateway, direct = results["native"], results["direct"]
-    print(f"\nratios (gateway = native server, pooled upstream client; req/s at {CONNECTIONS} "
-          "connections)")  # fmt: skip
+    build = "compiled wheel" if INSTALLED else "interpreted"
+    print(f"\nratios (gateway = native server, pooled upstream client, {build}; req/s at "
+          f"{CONNECTIONS} connections)")  # fmt: skip
     print(f"  added latency at 1 connection: p50 {gateway['p50'] - direct['p50']:.3f} ms, "
           f"p99 {gateway['p99'] - direct['p99']:.3f} ms")  # fmt: skip
     for key, name in BASELINES.items():
@@ -284,7 +326,9 @@ def streaming(stack: ExitStack, folder: Path) -> dict[str, float]:
     stack.enter_context(process(sse, LOAD_CORE, sse_port, folder / "sse.log"))
     sse_url = f"http://127.0.0.1:{sse_port}/v1"
     command = gateway_command(port, "native", "pooled", sse_url, sse_url)
-    pid = stack.enter_context(process(command, PROXY_CORE, port, folder / "gw-sse.log"))
+    pid = stack.enter_context(
+        process(command, PROXY_CORE, port, folder / "gw-sse.log", env=INSTALLED)
+    )
     direct = statistics.median(asyncio.run(first_tokens(f"{sse_url}/chat/completions", 300)))
     proxied = statistics.median(asyncio.run(first_tokens(chat_url(port), 300)))
     print("\nstreaming time to first token (300 sequential streams, p50; native server)")
@@ -353,7 +397,9 @@ def gateway_group(
     port = free_port()
     command = gateway_command(port, "native", "pooled", stub_url, stub_url)
     logs = [folder / f"shared-{count}-{i}.log" for i in range(count)]
-    pids = [stack.enter_context(process(command, PROXY_CORE, port, log)) for log in logs]
+    pids = [
+        stack.enter_context(process(command, PROXY_CORE, port, log, env=INSTALLED)) for log in logs
+    ]
     wait_listeners(port, count)
     if not all(is_python(pid) for pid in pids):
         raise RuntimeError("a gateway pid is not its Python process's: no CPU times")
@@ -396,7 +442,8 @@ def dedicated_cores(stack: ExitStack, folder: Path, script: Path) -> float:
         with ExitStack() as group:
             for core in range(count):
                 command = gateway_command(port, "native", "pooled", stub_url, stub_url)
-                group.enter_context(process(command, str(core), port, folder / f"s{core}.log"))
+                log = folder / f"s{core}.log"
+                group.enter_context(process(command, str(core), port, log, env=INSTALLED))
             wait_listeners(port, count)
             url, connections, threads = chat_url(port), 64 * count, max(1, count // 2)
             wrk(url, connections, 2, script, threads=threads, cores=load)  # warm up
@@ -499,6 +546,7 @@ def main() -> None:
             "wrk.headers['Content-Type'] = 'application/json'\n"
             f"wrk.headers['Authorization'] = 'Bearer {KEY}'\n"
         )
+        INSTALLED.update(installed_build(folder))
         stub_port = stub(stack, folder, LOAD_CORE)
         results = proxies(folder, script, stub_port)
         ratios(results)

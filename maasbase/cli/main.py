@@ -274,10 +274,12 @@ def gateway(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run a standalone gateway (scale out: any number of them, behind a load balancer)."""
+    from maasbase.gateway.compiled import is_compiled
     from maasbase.gateway.standalone import run_gateway
 
     _setup_logging(log_level)
-    console.print(f"gateway on {host}:{port} following {server_url}")
+    build = "compiled" if is_compiled() else "interpreted"
+    console.print(f"gateway on {host}:{port} following {server_url}; request path {build}")
     _run(run_gateway(server_url, token, host, port, redis_url, workers))
 
 

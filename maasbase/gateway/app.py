@@ -129,10 +129,13 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                failed: Exception | None = None
                 try:
                     await self.start()
                 except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    failed = exc
+                if failed is not None:
+                    await send({"type": "lifespan.startup.failed", "message": repr(failed)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -149,21 +152,25 @@ class GatewayApp:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         method = call.method
+        failure: MaasError | None = None
         try:
-            route = (self._post if method == "POST" else self._get).get(path)
-            if route is None:
-                route = self._fallback(path, method)
-            await route(call)
-        except MaasError as exc:
-            await call.fail(exc)
-        except ClientDisconnected:
-            pass
-        except asyncio.CancelledError:
-            if not call.swallow_cancel():
-                raise
-        except Exception:
-            logger.exception("gateway error on %s %s", method, path)
-            await call.fail(MaasError("internal gateway error; the gateway's log has details"))
+            try:
+                route = (self._post if method == "POST" else self._get).get(path)
+                if route is None:
+                    route = self._fallback(path, method)
+                await route(call)
+            except MaasError as exc:
+                failure = exc
+            except ClientDisconnected:
+                pass
+            except asyncio.CancelledError:
+                if not call.swallow_cancel():
+                    raise
+            except Exception:
+                logger.exception("gateway error on %s %s", method, path)
+                failure = MaasError("internal gateway error; the gateway's log has details")
+            if failure is not None:  # answered outside the handlers: see compiled.py
+                await call.fail(failure)
         finally:
             call.close()
 

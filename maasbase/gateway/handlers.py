@@ -233,6 +233,7 @@ class Handlers:
         usage = Usage(app.clock.now(), grant.api_key_id, grant.user_id, out.model.name,
                       endpoint, None, 0, stream=stream)  # fmt: skip
         upstream = response = None
+        failure: BaseException | None = None
         try:
             upstream, response = await app.forwarder.open(out)
             usage.upstream_id = upstream.id
@@ -240,20 +241,24 @@ class Handlers:
             await relay(call, response, usage)
         except MaasError as exc:
             usage.status = exc.status_code
-            raise
-        finally:
-            if response is not None:
-                response.release()
-            if upstream is not None:
-                app.balancer.release(upstream.id)
-            if call.disconnected:
-                usage.status = 499
-            usage.latency_ms = call.elapsed_ms
-            usage.ttft_ms = call.ttft
-            app.meter.record(usage)
-            tokens = usage.prompt_tokens + usage.completion_tokens
-            if tokens and caller.limited:
-                await app.limits.consume(grant.api_key_id, grant.limits, tokens, app.clock.now())
+            failure = exc
+        except BaseException as exc:  # cancelled (or a bug): metered and charged all the same
+            failure = exc
+        # the clean-up awaits, so it follows the handlers instead of a finally: compiled.py
+        if response is not None:
+            response.release()
+        if upstream is not None:
+            app.balancer.release(upstream.id)
+        if call.disconnected:
+            usage.status = 499
+        usage.latency_ms = call.elapsed_ms
+        usage.ttft_ms = call.ttft
+        app.meter.record(usage)
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        if tokens and caller.limited:
+            await app.limits.consume(grant.api_key_id, grant.limits, tokens, app.clock.now())
+        if failure is not None:
+            raise failure
 
     # Anthropic Messages
     async def messages(self, call: Call) -> None:

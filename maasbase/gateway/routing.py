@@ -85,6 +85,7 @@ async def follow_routes(
     """Apply every new table from ``source`` to ``holder`` until cancelled."""
     failures = 0
     while True:
+        table: RoutingTable | None = None
         try:
             table = await source.watch(holder.snapshot.revision)
         except MaasError as exc:
@@ -93,6 +94,7 @@ async def follow_routes(
             log = logger.warning if failures == 1 or failures % 20 == 0 else logger.debug
             log("routing source failed (%s); serving revision %s, retrying in %.2f s",
                 exc.message, holder.snapshot.revision, delay)  # fmt: skip
+        if table is None:
             await sleep(delay)
             continue
         failures = 0

@@ -410,21 +410,21 @@ class GatewayServer:
     async def serve(self, sock: socket.socket) -> None:
         """Start the app, serve until ``stop()``, shut down gracefully, close the app."""
         loop = asyncio.get_running_loop()
-        await self.app.start()
-        try:
+        async with contextlib.AsyncExitStack() as stack:  # no await in a finally: compiled.py
+            await self.app.start()
+            stack.push_async_callback(self.app.aclose)
             listener = await loop.create_server(
                 lambda: HttpConnection(self), sock=sock, backlog=4096
             )
-            self.started.set()
             sweeper = loop.create_task(self._close_idle(), name="gateway-keep-alive")
-            try:
-                await self._stop.wait()
-            finally:
-                sweeper.cancel()
-                listener.close()
-                await self._drain_connections()
-        finally:
-            await self.app.aclose()
+            stack.push_async_callback(self._shut_down, listener, sweeper)
+            self.started.set()
+            await self._stop.wait()
+
+    async def _shut_down(self, listener: asyncio.Server, sweeper: asyncio.Task[None]) -> None:
+        sweeper.cancel()
+        listener.close()
+        await self._drain_connections()
 
     async def _close_idle(self) -> None:
         """Close connections idle for ``keep_alive`` seconds (one sweep for all of them,
@@ -448,14 +448,18 @@ class GatewayServer:
         self._drained.clear()
         for conn in list(self.connections):
             conn.shutdown()
+        if await self._drained_within(self.graceful_timeout):
+            return
+        logger.warning("cutting %d connections still open after %.0f s",
+                       len(self.connections), self.graceful_timeout)  # fmt: skip
+        for conn in list(self.connections):
+            conn.abort()
+        await self._drained_within(1)
+
+    async def _drained_within(self, seconds: float) -> bool:
         try:
-            async with asyncio.timeout(self.graceful_timeout):
+            async with asyncio.timeout(seconds):
                 await self._drained.wait()
         except TimeoutError:
-            logger.warning("cutting %d connections still open after %.0f s",
-                           len(self.connections), self.graceful_timeout)  # fmt: skip
-            for conn in list(self.connections):
-                conn.abort()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1):
-                    await self._drained.wait()
+            return False
+        return True
