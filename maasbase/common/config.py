@@ -54,7 +54,8 @@ class Settings(BaseSettings):
         default=None,
         description="Fernet key that encrypts provider API keys in the database [default: "
         "<data-dir>/secret_key, created on first start]. Set the same MAAS_SECRET_KEY on "
-        "every server replica that shares a database.",
+        "every server replica that shares a database. To rotate, give the new key first "
+        "and the old one after it (comma-separated; one per line in the file).",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     access_token_ttl_seconds: int = Field(default=86_400, ge=60)

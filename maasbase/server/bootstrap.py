@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.config import Settings
+from maasbase.common.errors import SecretKeyMismatch
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
@@ -118,16 +119,31 @@ def load_secret_box(settings: Settings) -> SecretBox:
     return SecretBox(key, source=str(key_file))
 
 
-async def encrypt_plain_provider_keys(session: AsyncSession, box: SecretBox) -> int:
-    """Encrypt provider API keys stored in plain text by an older version."""
-    encrypted = 0
+async def encrypt_provider_keys(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt with the current (first) secret key the provider API keys stored in plain
+    text by an older version or encrypted with an older key. Keys that no secret key
+    reads are left as they are (the routing table reports them)."""
+    plain = rotated = 0
     for provider_id, stored in await providers_db.stored_api_keys(session):
-        if not secret_box.is_encrypted(stored):
-            new = box.encrypt(stored)
-            encrypted += await providers_db.replace_api_key(session, provider_id, stored, new)
-    if encrypted:
-        logger.info("encrypted the stored API keys of %d provider(s)", encrypted)
-    return encrypted
+        if box.is_current(stored):
+            continue
+        try:
+            new = box.reencrypt(stored)
+        except SecretKeyMismatch:
+            continue
+        changed = await providers_db.replace_api_key(session, provider_id, stored, new)
+        if secret_box.is_encrypted(stored):
+            rotated += changed
+        else:
+            plain += changed
+    if plain:
+        logger.info("encrypted the stored API keys of %d provider(s)", plain)
+    if rotated:
+        logger.info(
+            "re-encrypted the API keys of %d provider(s) with the first secret key; the "
+            "older keys in %s are no longer needed for them", rotated, box.source
+        )  # fmt: skip
+    return plain + rotated
 
 
 async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
@@ -135,7 +151,7 @@ async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
     jwt_secret = await ensure_jwt_secret(session)
     created, password_file = await ensure_admin(session, settings)
     token_file = await ensure_registration_token(session, settings)
-    await encrypt_plain_provider_keys(session, box)
+    await encrypt_provider_keys(session, box)
     return BootstrapResult(
         jwt_secret=jwt_secret,
         admin_created=created,

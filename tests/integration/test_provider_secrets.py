@@ -49,6 +49,12 @@ async def add_plain_provider(state: ServerState, name: str, api_key: str) -> Non
         await session.commit()
 
 
+async def encrypted_provider(settings: Settings, db_url: str, name: str, api_key: str) -> None:
+    """A provider whose key the next start encrypts with the secret key of that moment."""
+    async with started(settings, db_url) as state:
+        await add_plain_provider(state, name, api_key)
+
+
 async def upstream_keys(state: ServerState) -> dict[str, str | None]:
     table: RoutingTable = await routing_table.watch(state, None, 0)
     return {m.name: m.upstreams[0].api_key for m in table.models}
@@ -104,9 +110,8 @@ async def test_plain_keys_of_an_older_version_are_encrypted_at_start(
 async def test_changed_secret_key_drops_the_provider_key_with_a_clear_log(
     db_url: str, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    await encrypted_provider(settings, db_url, "cloud", "sk-cloud")
     async with started(settings, db_url) as state:
-        await add_plain_provider(state, "cloud", "sk-cloud")
-    async with started(settings, db_url) as state:  # encrypted with the first key
         await add_plain_provider(state, "fresh", "sk-fresh")
     key_file = settings.data_dir / SECRET_KEY_FILE
     key_file.write_text(secret_box.generate_key() + "\n")  # the key file was replaced
@@ -120,3 +125,27 @@ async def test_changed_secret_key_drops_the_provider_key_with_a_clear_log(
     assert "provider 'cloud'" in record.getMessage()
     assert "secret key changed" in record.getMessage()
     assert str(key_file) in record.getMessage()
+
+
+async def test_rotation_reencrypts_with_the_new_key_at_start(
+    db_url: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await encrypted_provider(settings, db_url, "cloud", "sk-cloud")
+    async with started(settings, db_url) as state:
+        under_old = (await stored_keys(state))["cloud"]
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    old_key, new_key = key_file.read_text().strip(), secret_box.generate_key()
+    key_file.write_text(f"{new_key}\n{old_key}\n")  # the new key first, the old one after
+
+    with caplog.at_level(logging.INFO, logger="maasbase.server.bootstrap"):
+        async with started(settings, db_url) as state:
+            rotated = (await stored_keys(state))["cloud"]
+            assert (await upstream_keys(state))["cloud"] == "sk-cloud"
+    assert rotated is not None
+    assert rotated != under_old
+    assert secret_box.SecretBox(new_key, source="test").decrypt(rotated) == "sk-cloud"
+    assert "re-encrypted the API keys of 1 provider(s)" in caplog.text
+
+    key_file.write_text(new_key + "\n")  # the old key is no longer needed
+    async with started(settings, db_url) as state:
+        assert (await upstream_keys(state))["cloud"] == "sk-cloud"

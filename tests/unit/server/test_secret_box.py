@@ -75,3 +75,48 @@ def test_damaged_key_file_stops_the_start_instead_of_replacing_the_key(tmp_path:
     with pytest.raises(ConfigurationError, match=str(key_file)):
         load_secret_box(settings)
     assert key_file.read_text() == "not a key\n"
+
+
+def test_several_keys_encrypt_with_the_first_and_decrypt_with_any() -> None:
+    old, new = secret_box.generate_key(), secret_box.generate_key()
+    under_old = SecretBox(old, source="test").encrypt("sk-upstream")
+    box = SecretBox(f"{new}, {old}", source="test")
+    assert box.key_count == 2
+    assert box.decrypt(under_old) == "sk-upstream"
+    assert not box.is_current(under_old)
+    rotated = box.reencrypt(under_old)
+    assert box.is_current(rotated)
+    assert SecretBox(new, source="test").decrypt(rotated) == "sk-upstream"
+    with pytest.raises(SecretKeyMismatch):
+        SecretBox(old, source="test").decrypt(box.encrypt("sk-x"))
+    assert not box.is_current("sk-plain")
+    assert box.is_current(box.reencrypt("sk-plain"))
+
+
+def test_a_value_no_key_reads_cannot_be_reencrypted() -> None:
+    stored = SecretBox(secret_box.generate_key(), source="gone").encrypt("sk-upstream")
+    box = SecretBox(secret_box.generate_key(), source="/data/secret_key")
+    assert not box.is_current(stored)
+    with pytest.raises(SecretKeyMismatch, match="/data/secret_key"):
+        box.reencrypt(stored)
+
+
+def test_key_file_may_hold_one_key_a_line_newest_first(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    old = load_secret_box(settings)
+    stored = old.encrypt("sk-upstream")
+    key_file = settings.data_dir / SECRET_KEY_FILE
+    new_key = secret_box.generate_key()
+    key_file.write_text(f"{new_key}\n{key_file.read_text().strip()}\n")
+    box = load_secret_box(settings)
+    assert box.key_count == 2
+    assert box.decrypt(stored) == "sk-upstream"
+    assert SecretBox(new_key, source="test").decrypt(box.encrypt("sk-y")) == "sk-y"
+
+
+def test_the_bad_key_among_several_is_named() -> None:
+    good = secret_box.generate_key()
+    with pytest.raises(ConfigurationError, match="secret key 2 in MAAS_SECRET_KEY"):
+        SecretBox(f"{good},not-a-key", source="MAAS_SECRET_KEY")
+    with pytest.raises(ConfigurationError, match="holds no secret key"):
+        SecretBox(" , \n", source="MAAS_SECRET_KEY")
