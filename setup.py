@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 # Commands that build the extensions; metadata and editable builds do not need them.
@@ -46,4 +47,23 @@ def extensions() -> list[Extension]:
     return built
 
 
-setup(ext_modules=extensions())
+class OptionalBuildExt(build_ext):
+    """Without a working C compiler the package is built as plain Python, with a warning,
+    rather than not at all (the gateway then runs interpreted)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # CompileError, LinkError, a missing compiler or header
+            for output in self.get_outputs():
+                Path(output).unlink(missing_ok=True)
+            self.distribution.ext_modules = []
+            print(
+                f"WARNING: compiling the gateway failed ({exc}); MaaS-Base is installed as "
+                "plain Python, and its gateway runs interpreted. Install a C compiler and "
+                "Python's headers (e.g. apt-get install gcc python3-dev) to compile it.",
+                file=sys.stderr,
+            )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -2,9 +2,10 @@
 
 ``pip install .`` (and any wheel build) compiles the modules in ``MODULES`` with mypyc:
 the same source, type-checked as it is, runs about a third fewer instructions per
-request. Editable installs (``pip install -e``) and ``MAAS_BASE_PURE_PYTHON=1`` keep
-plain Python; ``setup.py`` does the build, the e2e suite runs the gateway's tests
-against a built wheel, and ``bench/gateway_bench.py`` measures both.
+request. Editable installs (``pip install -e``), ``MAAS_BASE_PURE_PYTHON=1`` and
+machines without a C compiler get plain Python; ``setup.py`` does the build, the e2e
+suite runs the gateway's tests against a built wheel, and ``bench/gateway_bench.py``
+measures both.
 
 Rules for these modules, where compiled code behaves differently from the interpreter
 (``tests/lint/test_compiled_rules.py`` checks them):
