@@ -1,5 +1,5 @@
 """The gateway as ``pip install .`` installs it, with its request path compiled by mypyc,
-passes the gateway's unit and integration tests."""
+passes the gateway's unit, integration and llama.cpp end-to-end tests."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.support.wheels import build_wheel, suite_copy
 pytestmark = pytest.mark.e2e
 
 SUITE = [
+    "tests/e2e/test_gateway_llamacpp.py",  # the official openai SDK, a real llama.cpp
     "tests/unit/gateway",
     "tests/integration/test_gateway_balancing.py",
     "tests/integration/test_gateway_control.py",
