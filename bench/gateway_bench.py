@@ -14,12 +14,11 @@ the checkout's interpreted modules throughout).
 Prints req/s (32 connections) and latency percentiles (1 connection), with the share
 of its core each proxy used, for: the stub direct, the gateway on its native server
 (the headline row), the same interpreted, on uvicorn, and with the aiohttp upstream
-client, a bare aiohttp
-pass-through proxy (no auth, no metering), nginx as a reverse proxy, and LiteLLM when
-``LITELLM_VENV`` names a virtualenv with ``litellm[proxy]``; then ratios, streaming
-time-to-first-token direct vs through the gateway, 1,000 concurrent streams through
-the gateway (errors, gateway RSS per round), scale-out, and each of the issue's targets
-with this run's figure and whether it is met.
+client, a bare aiohttp pass-through proxy (no auth, no metering), nginx as a reverse
+proxy, and LiteLLM when ``LITELLM_VENV`` names a virtualenv with ``litellm[proxy]``;
+then ratios, streaming time-to-first-token direct vs through the gateway, 1,000
+concurrent streams through the gateway (errors, gateway RSS per round), scale-out, and
+each of the issue's targets with this run's figure and whether it is met.
 
 Scale-out: with 4+ cores, N gateway processes on N cores of their own (measured); on
 any machine, N = 1, 2, 4 processes sharing core 0, whose CPU time per request projects
