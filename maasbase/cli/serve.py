@@ -80,6 +80,7 @@ def worker_config(settings: Settings, *, server_url: str, token: str | None) -> 
         simulate_gpus=settings.simulate_gpus,
         connect_timeout=settings.connect_timeout,
         runtime=settings.worker_runtime,
+        local=not remote,
     )
 
 

@@ -24,7 +24,7 @@ class PrincipalKind(StrEnum):
     USER = "user"  # logged in with a password (bearer token or session cookie)
     API_KEY = "api_key"
     WORKER = "worker"
-    GATEWAY = "gateway"  # a gateway process, authenticated by the cluster token
+    GATEWAY = "gateway"  # a standalone gateway, authenticated by its own credential
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Principal:
     allowed_models: tuple[str, ...] | None = None  # None: every model
     api_key_id: int | None = None
     worker_id: int | None = None
+    gateway_id: int | None = None
 
     def may_use_model(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

@@ -15,8 +15,10 @@ from maasbase.server.api import (
     auth,
     backends,
     catalog,
+    cluster,
     errors,
     gateway_sync,
+    gateways,
     health,
     instance_logs,
     models,
@@ -88,6 +90,8 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         backends,
         providers,
         gateway_sync,
+        gateways,
+        cluster,
         usage,
     ):
         app.include_router(module.router)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.auth import Principal, PrincipalKind, Scope
-from maasbase.common.errors import Unauthenticated
+from maasbase.common.errors import Forbidden, Unauthenticated
 from maasbase.server.db import api_keys as api_keys_db
+from maasbase.server.db import gateways as gateways_db
 from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
 from maasbase.server.db import workers as workers_db
@@ -19,6 +19,8 @@ from maasbase.server.security import api_keys as key_material
 from maasbase.server.security import tokens
 
 SESSION_COOKIE = "maas_session"
+# A gateway's ``last_seen_at`` is written at most this often (seconds).
+GATEWAY_SEEN_RESOLUTION = 30.0
 
 
 async def from_api_key(session: AsyncSession, presented: str, *, now: datetime) -> Principal:
@@ -84,16 +86,45 @@ async def from_worker_credential(session: AsyncSession, presented: str) -> Princ
     )
 
 
-async def from_cluster_token(session: AsyncSession, token: str) -> Principal:
-    """The registration token also authenticates gateway processes."""
-    expected = await system_settings.get(session, system_settings.REGISTRATION_TOKEN_HASH)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    if expected is None or not hmac.compare_digest(digest, expected):
-        raise Unauthenticated("invalid token")
+async def from_gateway_credential(
+    session: AsyncSession, presented: str, *, now: datetime
+) -> Principal:
+    material = key_material.parse(presented, prefix=key_material.GATEWAY_PREFIX)
+    if material is None:
+        raise Unauthenticated("malformed gateway credential")
+    gateway = await gateways_db.get_by_credential_access(session, material.access_key)
+    if gateway is None or not key_material.secret_matches(material.secret, gateway.credential_hash):
+        raise Unauthenticated(
+            "gateway credential not recognised (it may have been revoked); create a new one "
+            "with POST /api/v1/gateways or start the gateway with the registration token"
+        )
+    seen = gateway.last_seen_at
+    if seen is None or (now - seen).total_seconds() >= GATEWAY_SEEN_RESOLUTION:
+        gateway.last_seen_at = now
     return Principal(
-        kind=PrincipalKind.GATEWAY, user_id=None, name="gateway", is_admin=False,
+        kind=PrincipalKind.GATEWAY,
+        user_id=None,
+        name=gateway.name,
+        is_admin=False,
         scope=Scope.INFERENCE,
-    )  # fmt: skip
+        gateway_id=gateway.id,
+    )
+
+
+async def is_registration_token(session: AsyncSession, presented: str) -> bool:
+    expected = await system_settings.get(session, system_settings.REGISTRATION_TOKEN_HASH)
+    # Stored as a SHA-256 of the token, the same digest as credential secrets.
+    return expected is not None and key_material.secret_matches(presented, expected)
+
+
+async def refuse_other_bearer(session: AsyncSession, presented: str, *, needs: str) -> NoReturn:
+    """A bearer that is none of our credentials: the registration token is refused by
+    name (it only registers workers and gateways), anything else as unrecognised."""
+    if await is_registration_token(session, presented):
+        raise Forbidden(
+            f"the registration token only registers workers and gateways; this route needs {needs}"
+        )
+    raise Unauthenticated(f"credential not recognised; this route needs {needs}")
 
 
 def user_principal(user: User) -> Principal:

@@ -51,6 +51,9 @@ class WorkerConfig:
     simulate_gpus: str | None = None
     connect_timeout: float = 30.0
     runtime: str = "process"  # or "container"
+    # Runs inside ``maas-base start``: its stored identity belongs to this server whatever
+    # URL the server now has (a worker name is registered once; see ``register``).
+    local: bool = False
 
     @property
     def worker_dir(self) -> Path:
@@ -76,7 +79,11 @@ class WorkerAgent:
         self.config = config
         self.client = client or ServerClient(config.server_url)
         self.identity = identity_store.load(config.worker_dir)
-        if self.identity is not None and self.identity.server_url != self.client.server_url:
+        if (
+            self.identity is not None
+            and self.identity.server_url != self.client.server_url
+            and not config.local
+        ):
             logger.info("stored identity is for %s; registering anew", self.identity.server_url)
             self.identity = None
         self.hardware: HardwareReport | None = None

@@ -48,17 +48,37 @@ async def get_principal(request: Request, state: State, session: Session) -> Pri
     now = state.clock.now()
     if key_material.looks_like_worker_credential(token):
         principal = await authn.from_worker_credential(session, token)
+    elif key_material.looks_like_gateway_credential(token):
+        principal = await authn.from_gateway_credential(
+            session, token, now=datetime.fromtimestamp(now, UTC)
+        )
     elif key_material.looks_like_api_key(token):
         principal = await authn.from_api_key(session, token, now=datetime.fromtimestamp(now, UTC))
     elif not tokens.looks_like_jwt(token):
-        principal = await authn.from_cluster_token(session, token)
+        await authn.refuse_other_bearer(session, token, needs=credential_needed(request.url.path))
     else:
         principal = await authn.from_access_token(session, token, secret=state.jwt_secret, now=now)
     request.state.principal = principal
-    # End the read transaction so the connection goes back to the pool: long-running
-    # requests (watches, streams) must not hold one.
-    await session.rollback()
+    # End the transaction (keeping a gateway's last-seen time) so the connection goes back
+    # to the pool: long-running requests (watches, streams) must not hold one.
+    if session.dirty:
+        await session.commit()
+    else:
+        await session.rollback()
     return principal
+
+
+def credential_needed(path: str) -> str:
+    """What to authenticate with at ``path``, for refusals."""
+    if path.startswith("/api/v1/gateway/"):
+        return (
+            "a gateway credential (mbg_...): create one with POST /api/v1/gateways or start "
+            "the gateway with the registration token, which it exchanges for one"
+        )
+    if path.startswith(("/api/v1/workers/heartbeat", "/api/v1/workers/assignments",
+                        "/api/v1/workers/instance-reports")):  # fmt: skip
+        return "the worker credential (mbw_...) issued at registration"
+    return "an API key (mb_...) or an access token from POST /api/v1/auth/login"
 
 
 async def require_management(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -95,9 +115,12 @@ async def require_worker(principal: Annotated[Principal, Depends(get_principal)]
 WorkerCaller = Annotated[Principal, Depends(require_worker)]
 
 
+GATEWAY_CREDENTIAL = credential_needed("/api/v1/gateway/")
+
+
 async def require_gateway(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if principal.kind is not PrincipalKind.GATEWAY:
-        raise Forbidden("this endpoint is for gateways; authenticate with the cluster token")
+        raise Forbidden(f"this endpoint is for gateways; authenticate with {GATEWAY_CREDENTIAL}")
     return principal
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 
-from maasbase.common.errors import Forbidden, NotFound, Unauthenticated
+from maasbase.common.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from maasbase.common.hardware import HardwareReport
 from maasbase.common.workers import (
     Heartbeat,
@@ -18,8 +17,6 @@ from maasbase.common.workers import (
 )
 from maasbase.server import authn
 from maasbase.server.api.deps import Admin, Paging, Session, State, WorkerCaller
-from maasbase.server.bootstrap import token_hash
-from maasbase.server.db import system_settings
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import Worker
 from maasbase.server.policies import worker_state
@@ -68,8 +65,7 @@ async def _registration_allowed(request: Request, state: State, session: Session
         raise Unauthenticated("registration needs 'Authorization: Bearer <registration token>'")
     if key_material.looks_like_worker_credential(presented):
         return presented
-    expected = await system_settings.get(session, system_settings.REGISTRATION_TOKEN_HASH)
-    if expected is None or not hmac.compare_digest(token_hash(presented), expected):
+    if not await authn.is_registration_token(session, presented):
         raise Unauthenticated(
             "wrong registration token; use the token in the server's <data-dir>/token"
         )
@@ -93,6 +89,12 @@ async def register(
             )
     else:
         worker = await workers_db.get_by_name(session, body.name)
+        if worker is not None:
+            # The token creates workers; only a worker's own credential re-attaches to it.
+            raise Conflict(
+                f"a worker named {body.name!r} is already registered; delete it first "
+                f"(DELETE /api/v1/workers/{worker.id}) or choose another --name"
+            )
     material = key_material.generate(prefix=key_material.WORKER_PREFIX)
     fields = {
         "labels": body.labels,
@@ -117,10 +119,6 @@ async def register(
     else:
         for key, value in fields.items():
             setattr(worker, key, value)
-        if credential is None:
-            # A new credential for a re-registration with the token; the old one stops working.
-            worker.credential_access = material.access_key
-            worker.credential_hash = key_material.hash_secret(material.secret)
         _apply(state, worker, Owner.REGISTRATION)
     issued = material.full_key if credential is None else credential
     await session.commit()

@@ -91,6 +91,21 @@ class Worker(Base):
     )
 
 
+class Gateway(Base):
+    """A standalone gateway: it receives routing tables (provider secrets included),
+    checks API keys and sends usage, with its own revocable credential."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # Gateway credential ``mbg_<access>_<secret>``, stored like worker credentials.
+    credential_access: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    credential_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Model(Base):
     """A deployed model: what to run and how many replicas."""
 

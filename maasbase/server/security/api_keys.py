@@ -1,4 +1,5 @@
-"""Key material: API keys ``mb_<access key>_<secret>``, worker credentials ``mbw_...``.
+"""Key material: API keys ``mb_<access key>_<secret>``, worker credentials ``mbw_...``,
+gateway credentials ``mbg_...``.
 
 The access key (public, indexed) finds the row; only a SHA-256 of the secret is
 stored. Keys carry 190 bits of randomness, so a fast hash is the right tool (a slow
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 PREFIX = "mb"
 WORKER_PREFIX = "mbw"
+GATEWAY_PREFIX = "mbg"
 ACCESS_KEY_BYTES = 8
 SECRET_BYTES = 24
 
@@ -62,3 +64,7 @@ def looks_like_api_key(token: str) -> bool:
 
 def looks_like_worker_credential(token: str) -> bool:
     return token.startswith(WORKER_PREFIX + "_")
+
+
+def looks_like_gateway_credential(token: str) -> bool:
+    return token.startswith(GATEWAY_PREFIX + "_")
