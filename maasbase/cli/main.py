@@ -264,23 +264,44 @@ def reset_admin_password(
 @app.command()
 def gateway(
     server_url: Annotated[str, typer.Option(help="Server to follow, e.g. http://10.0.0.1:8080.")],
-    token: Annotated[str, typer.Option(help="The cluster token (the server's <data-dir>/token).")],
+    token: Annotated[
+        str,
+        typer.Option(
+            help="The registration token (the server's <data-dir>/token), exchanged at start "
+            "for this gateway's own credential; or a gateway credential (mbg_...) from "
+            "POST /api/v1/gateways."
+        ),
+    ],
     host: Annotated[str, typer.Option(help="Bind address.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="Port.")] = 8081,
     redis_url: Annotated[
         str | None, typer.Option(help="Redis shared by replicas for exact limits.")
     ] = None,
     workers: Annotated[int, typer.Option(help="Gateway processes on this port.")] = 1,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Gateway name [default: host name; plus a suffix without --data-dir]."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keeps the gateway's credential (0600) so restarts re-attach."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
-    """Run a standalone gateway (scale out: any number of them, behind a load balancer)."""
+    """Run a standalone gateway (scale out: any number of them, behind a load balancer).
+
+    With the registration token it registers once as a gateway and then uses its own
+    credential; revoke one with DELETE /api/v1/gateways/{id}.
+    """
     from maasbase.gateway.compiled import is_compiled
     from maasbase.gateway.standalone import run_gateway
 
     _setup_logging(log_level)
     build = "compiled" if is_compiled() else "interpreted"
     console.print(f"gateway on {host}:{port} following {server_url}; request path {build}")
-    _run(run_gateway(server_url, token, host, port, redis_url, workers))
+    _run(
+        run_gateway(server_url, token, host, port, redis_url, workers, name=name, data_dir=data_dir)
+    )
 
 
 def _register_subcommands() -> None:

@@ -2,12 +2,14 @@
 
 ``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
 run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
-key checks and usage batches, all with the gateway's token. SIGINT/SIGTERM stop it
-gracefully. With ``workers`` > 1 it starts that many
-gateway processes, each on its own ``SO_REUSEPORT`` socket on the same port (the
-kernel spreads connections across them), and stops them when it is cancelled.
+key checks and usage batches, all with the gateway's own credential (``identity``: the
+registration token is exchanged for one at start). SIGINT/SIGTERM stop it gracefully.
+With ``workers`` > 1 it registers once, then starts that many gateway processes with the
+credential, each on its own ``SO_REUSEPORT`` socket on the same port (the kernel spreads
+connections across them), and stops them when it is cancelled.
 
-``python -m maasbase.gateway.standalone --server-url URL [--token T | $MAAS_GATEWAY_TOKEN]``
+``python -m maasbase.gateway.standalone --server-url URL [--token T | $MAAS_GATEWAY_TOKEN]
+[--name NAME] [--data-dir DIR]``
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -32,6 +35,7 @@ from maasbase.gateway.asgi import ASGIApp
 from maasbase.gateway.auth import HttpKeyResolver
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.control import ControlPlaneClient
+from maasbase.gateway.identity import obtain_credential
 from maasbase.gateway.limits import LimitStore
 from maasbase.gateway.metering import HttpUsageSink
 from maasbase.gateway.routing import HttpRoutingSource
@@ -93,26 +97,42 @@ async def serve(
     *,
     redis_url: str | None = None,
     config: GatewayConfig | None = None,
+    name: str | None = None,
+    data_dir: Path | None = None,
 ) -> None:
-    """One gateway process serving on ``sock`` until SIGINT/SIGTERM or cancellation."""
+    """One gateway process serving on ``sock`` until SIGINT/SIGTERM or cancellation;
+    ``token`` is the registration token or the gateway's credential."""
     control = ControlPlaneClient(server_url, token)
-    limits: LimitStore | None = None
-    if redis_url:
-        from maasbase.gateway.limits_redis import RedisLimitStore
-
-        limits = RedisLimitStore.from_url(redis_url)
-    app = create_gateway_app(
-        routes=HttpRoutingSource(server_url, token, client=control),
-        keys=HttpKeyResolver(server_url, token, client=control),
-        usage=HttpUsageSink(server_url, token, client=control),
-        limits=limits,
-        config=config,
-    )
-    server = GatewayServer(app)
-    settle_garbage_collector()
     try:
+        credential = await obtain_credential(control, token, name=name, data_dir=data_dir)
+        control.use_credential(credential)
+        limits: LimitStore | None = None
+        if redis_url:
+            from maasbase.gateway.limits_redis import RedisLimitStore
+
+            limits = RedisLimitStore.from_url(redis_url)
+        app = create_gateway_app(
+            routes=HttpRoutingSource(server_url, credential, client=control),
+            keys=HttpKeyResolver(server_url, credential, client=control),
+            usage=HttpUsageSink(server_url, credential, client=control),
+            limits=limits,
+            config=config,
+        )
+        server = GatewayServer(app)
+        settle_garbage_collector()
         with stop_on_signals(server.stop):
             await server.serve(sock)
+    finally:
+        await control.aclose()
+
+
+async def credential_for_children(
+    server_url: str, token: str, *, name: str | None, data_dir: Path | None
+) -> str:
+    """Register once on behalf of all gateway processes on this port."""
+    control = ControlPlaneClient(server_url, token)
+    try:
+        return await obtain_credential(control, token, name=name, data_dir=data_dir)
     finally:
         await control.aclose()
 
@@ -176,23 +196,30 @@ async def run_gateway(
     workers: int = 1,
     *,
     config: GatewayConfig | None = None,
+    name: str | None = None,
+    data_dir: Path | None = None,
 ) -> None:
-    """Serve the gateway on ``host:port`` in front of the server at ``server_url``."""
+    """Serve the gateway on ``host:port`` in front of the server at ``server_url``;
+    ``token`` is the registration token or a gateway credential (``mbg_...``)."""
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     if workers == 1:
         sock = reuse_port_socket(host, port)
         try:
-            await serve(server_url, token, sock, redis_url=redis_url, config=config)
+            await serve(
+                server_url, token, sock, redis_url=redis_url, config=config, name=name,
+                data_dir=data_dir,
+            )  # fmt: skip
         finally:
             sock.close()
         return
     reuse_port_socket(host, port).close()  # a busy port is a clear error before any start
+    credential = await credential_for_children(server_url, token, name=name, data_dir=data_dir)
     argv = ["-m", "maasbase.gateway.standalone", "--server-url", server_url,
             "--host", host, "--port", str(port)]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]
-    await _supervise(argv, {**os.environ, TOKEN_ENV: token}, workers)
+    await _supervise(argv, {**os.environ, TOKEN_ENV: credential}, workers)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -203,13 +230,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--redis-url")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--name", help="gateway name [default: host name]")
+    parser.add_argument("--data-dir", type=Path, help="keeps the gateway's credential")
     args = parser.parse_args(argv)
     if not args.token:
         parser.error(f"--token or ${TOKEN_ENV} is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     coroutine = run_gateway(
-        args.server_url, args.token, args.host, args.port, args.redis_url, args.workers
-    )
+        args.server_url, args.token, args.host, args.port, args.redis_url, args.workers,
+        name=args.name, data_dir=args.data_dir,
+    )  # fmt: skip
     try:
         import uvloop
     except ImportError:
