@@ -68,3 +68,12 @@ async def admin_token(harness: Harness) -> str:
 async def admin(harness: Harness, admin_token: str) -> AsyncIterator[httpx.AsyncClient]:
     async with harness.client(admin_token) as client:
         yield client
+
+
+@pytest.fixture
+async def gateway_credential(admin: httpx.AsyncClient) -> str:
+    """A gateway identity's credential (``mbg_...``), as a standalone gateway uses it."""
+    created = await admin.post("/api/v1/gateways", json={"name": "gw-test"})
+    assert created.status_code == 201, created.text
+    credential: str = created.json()["credential"]
+    return credential

@@ -18,11 +18,6 @@ from tests.support.model_files import write_tiny_gguf
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cluster_token(harness: Harness) -> str:
-    return (harness.settings.data_dir / "token").read_text().strip()
-
-
 async def routes(harness: Harness, token: str, **params: Any) -> dict[str, Any]:
     async with harness.client(token) as gateway:
         response = await gateway.get("/api/v1/gateway/routes", params=params)
@@ -32,9 +27,9 @@ async def routes(harness: Harness, token: str, **params: Any) -> dict[str, Any]:
 
 
 async def test_routing_table_follows_instances_and_providers(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str, tmp_path: Path
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str, tmp_path: Path
 ) -> None:
-    empty = await routes(harness, cluster_token)
+    empty = await routes(harness, gateway_credential)
     assert empty["models"] == []
 
     cluster = Cluster(harness, admin)
@@ -50,14 +45,14 @@ async def test_routing_table_follows_instances_and_providers(
         )
     ).json()
     await ModelController(harness.opened.state).reconcile_all()
-    table = await routes(harness, cluster_token)
+    table = await routes(harness, gateway_credential)
     [routed] = table["models"]
     assert routed["name"] == "tiny"
     assert routed["upstreams"] == []  # not running yet: the gateway answers 503
 
     [instance] = await cluster.instances(model["id"])
     await cluster.report("cpu-node", instance, "running", port=40100)
-    changed = await routes(harness, cluster_token, revision=table["revision"], wait=5)
+    changed = await routes(harness, gateway_credential, revision=table["revision"], wait=5)
     assert changed["revision"] != table["revision"]
     [upstream] = changed["models"][0]["upstreams"]
     assert upstream["base_url"] == "http://127.0.0.1:40100/v1"
@@ -76,19 +71,19 @@ async def test_routing_table_follows_instances_and_providers(
     assert provider.status_code == 201, provider.text
     assert provider.json()["has_api_key"] is True
     assert "sk-upstream" not in provider.text
-    models = {m["name"]: m for m in (await routes(harness, cluster_token))["models"]}
+    models = {m["name"]: m for m in (await routes(harness, gateway_credential))["models"]}
     assert models["stub-model"]["kind"] == "provider"
     assert models["stub-model"]["upstreams"][0]["api_key"] == "sk-upstream"
     assert models["tiny"]["kind"] == "deployment"  # the deployment wins a name clash
 
     # Only gateways may read routes; gateways may not use the management API.
     assert (await admin.get("/api/v1/gateway/routes")).status_code == 403
-    async with harness.client(cluster_token) as gateway:
+    async with harness.client(gateway_credential) as gateway:
         assert (await gateway.get("/api/v1/users")).status_code == 403
 
 
 async def test_key_checks_usage_and_limits(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     created = await admin.post(
         "/api/v1/api-keys",
@@ -101,7 +96,7 @@ async def test_key_checks_usage_and_limits(
     )
     assert created.status_code == 201, created.text
     key = created.json()
-    async with harness.client(cluster_token) as gateway:
+    async with harness.client(gateway_credential) as gateway:
         grant = (await gateway.post("/api/v1/gateway/keys/check", json={"key": key["key"]})).json()
         assert grant["api_key_id"] == key["id"]
         assert grant["scope"] == "inference"
@@ -130,7 +125,7 @@ async def test_key_checks_usage_and_limits(
 
     # The grant carries the tokens already used this period, for quotas across restarts.
     await admin.patch(f"/api/v1/api-keys/{key['id']}", json={"token_quota": 10_000})
-    async with harness.client(cluster_token) as gateway:
+    async with harness.client(gateway_credential) as gateway:
         grant = (await gateway.post("/api/v1/gateway/keys/check", json={"key": key["key"]})).json()
     assert grant["limits"]["token_quota"] == 10_000
     assert grant["limits"]["quota_used"] == 45  # all three records fall in this month

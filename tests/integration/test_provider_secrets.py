@@ -61,7 +61,7 @@ async def upstream_keys(state: ServerState) -> dict[str, str | None]:
 
 
 async def test_key_is_stored_encrypted_and_sent_to_gateways_in_clear(
-    harness: Harness, admin: httpx.AsyncClient
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     created = await admin.post(
         "/api/v1/providers",
@@ -83,8 +83,7 @@ async def test_key_is_stored_encrypted_and_sent_to_gateways_in_clear(
     assert stored.startswith("fernet:")
     assert "sk-live-0123456789" not in stored
 
-    token = (harness.settings.data_dir / "token").read_text().strip()
-    async with harness.client(token) as gateway:
+    async with harness.client(gateway_credential) as gateway:
         routes = (await gateway.get("/api/v1/gateway/routes")).json()
     [model] = routes["models"]
     assert model["upstreams"][0]["api_key"] == "sk-live-0123456789"

@@ -17,11 +17,6 @@ from tests.integration.test_provider_secrets import stored_keys
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cluster_token(harness: Harness) -> str:
-    return (harness.settings.data_dir / "token").read_text().strip()
-
-
 async def add_provider(admin: httpx.AsyncClient) -> dict[str, Any]:
     created = await admin.post(
         "/api/v1/providers",
@@ -43,12 +38,12 @@ def upstreams(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_rotated_key_reaches_watching_gateways_and_is_stored_encrypted(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     provider = await add_provider(admin)
-    before = await routes(harness, cluster_token)
+    before = await routes(harness, gateway_credential)
     watch = asyncio.create_task(
-        routes(harness, cluster_token, revision=before["revision"], wait=30)
+        routes(harness, gateway_credential, revision=before["revision"], wait=30)
     )
     await asyncio.sleep(0.1)  # the watch is parked, waiting for a change
 
@@ -69,7 +64,7 @@ async def test_rotated_key_reaches_watching_gateways_and_is_stored_encrypted(
 
 
 async def test_null_removes_the_key_and_models_and_url_are_replaced(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     provider = await add_provider(admin)
     patched = await admin.patch(
@@ -87,7 +82,7 @@ async def test_null_removes_the_key_and_models_and_url_are_replaced(
     assert body["models"] == ["a-model", "b-model"]
     assert (await stored_keys(harness.opened.state))["cloud"] is None
 
-    routed = upstreams(await routes(harness, cluster_token))
+    routed = upstreams(await routes(harness, gateway_credential))
     assert set(routed) == {"a-model", "b-model"}
     assert routed["a-model"]["api_key"] is None
     assert routed["a-model"]["base_url"] == "https://eu.example.com/v1"
@@ -97,7 +92,7 @@ async def test_null_removes_the_key_and_models_and_url_are_replaced(
 
 
 async def test_absent_fields_stay_as_they_are(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     provider = await add_provider(admin)
     patched = await admin.patch(
@@ -105,7 +100,7 @@ async def test_absent_fields_stay_as_they_are(
     )
     assert patched.status_code == 200, patched.text
     assert patched.json()["has_api_key"] is True
-    routed = upstreams(await routes(harness, cluster_token))
+    routed = upstreams(await routes(harness, gateway_credential))
     assert routed["other-model"]["api_key"] == "sk-old-key"
     assert routed["other-model"]["base_url"] == "https://api.example.com/v1"
 
@@ -135,7 +130,7 @@ async def test_bad_changes_are_refused_and_change_nothing(
 
 
 async def test_unknown_provider_is_404_and_users_are_refused(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     provider = await add_provider(admin)
     missing = await admin.patch("/api/v1/providers/999999", json={"api_key": "sk-x"})
@@ -152,6 +147,6 @@ async def test_unknown_provider_is_404_and_users_are_refused(
         )
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"]["code"] == "forbidden"
-    assert upstreams(await routes(harness, cluster_token))["cloud-model"]["api_key"] == (
+    assert upstreams(await routes(harness, gateway_credential))["cloud-model"]["api_key"] == (
         "sk-old-key"
     )

@@ -118,11 +118,17 @@ async def test_reregistration_keeps_the_record(
     assert again["id"] == first["id"]
     assert again["credential"] == first["credential"]
     assert again["state"] == "not_ready"
-    # Restart with a lost data dir: token again, same name → same record, new credential.
+    # The token does not take over a registered name (a lost data dir, or an impostor):
+    # the worker keeps its record and credential until an admin deletes it.
+    taken = await register(harness, token)
+    assert taken.status_code == 409
+    message = taken.json()["error"]["message"]
+    assert "a worker named 'w1' is already registered" in message
+    assert f"DELETE /api/v1/workers/{first['id']}" in message
+    assert (await heartbeat(harness, first["credential"])).json()["state"] == "ready"
+    assert (await admin.delete(f"/api/v1/workers/{first['id']}")).status_code == 204
     third = (await register(harness, token)).json()
-    assert third["id"] == first["id"]
     assert third["credential"] != first["credential"]
-    assert third["api_secret"] != first["api_secret"]
     assert (await heartbeat(harness, first["credential"])).status_code == 401
     assert (await admin.get("/api/v1/workers")).json()["total"] == 1
 
@@ -139,11 +145,13 @@ async def test_wrong_token_and_worker_credential_limits(harness: Harness, token:
         response = await worker.post("/api/v1/workers/register", json=registration("other"))
         assert response.status_code == 403
         assert "belongs to worker 'w1'" in response.json()["error"]["message"]
-    # The cluster token (it authenticates gateways) is not a worker credential.
+    # The registration token only registers: it is not a worker credential.
     async with harness.client(token) as client:
         response = await client.post("/api/v1/workers/heartbeat", json={"hardware": hardware()})
         assert response.status_code == 403
-        assert "for workers" in response.json()["error"]["message"]
+        message = response.json()["error"]["message"]
+        assert "the registration token only registers workers and gateways" in message
+        assert "worker credential (mbw_...)" in message
 
 
 async def test_admin_labels_maintenance_and_delete(
