@@ -3,7 +3,8 @@ standalone gateway as real processes (one, and two sharing limits through Redis)
 
 ``FakeControlPlane`` is a fake of the server's gateway endpoints (aiohttp, real port):
 ``GET /api/v1/gateway/routes`` (long poll), ``POST /api/v1/gateway/keys/check``,
-``POST /api/v1/gateway/usage``, all behind the gateway's bearer token.
+``POST /api/v1/gateway/usage``, all behind the gateway's credential, which a gateway
+gets from ``POST /api/v1/gateways/register`` for the registration token.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,10 +30,13 @@ from aiohttp import web
 
 from maasbase.common.errors import ConfigurationError
 from maasbase.common.routing import KeyGrant, KeyLimits, RoutingTable, UsageBatch, UsageRecord
+from maasbase.gateway import identity
 from maasbase.gateway.app import create_gateway_app
 from maasbase.gateway.auth import HttpKeyResolver
 from maasbase.gateway.config import GatewayConfig
+from maasbase.gateway.control import ControlPlaneClient
 from maasbase.gateway.fakes import grant, routing_table
+from maasbase.gateway.identity import GatewayIdentity
 from maasbase.gateway.limits_redis import PREFIX
 from maasbase.gateway.metering import HttpUsageSink
 from maasbase.gateway.routing import HttpRoutingSource
@@ -38,7 +44,8 @@ from maasbase.gateway.testing import StubUpstream, listening_socket, serving
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "gateway-token"
+TOKEN = "registration-token"
+CREDENTIAL = "mbg_0123456789abcdef_gateway-secret"
 CHAT = [{"role": "user", "content": "hi"}]
 
 
@@ -48,6 +55,7 @@ class FakeControlPlane:
         self.keys = keys
         self.batches: list[UsageBatch] = []
         self.route_polls = 0
+        self.registrations: list[tuple[str, str]] = []  # (bearer, name)
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -62,8 +70,16 @@ class FakeControlPlane:
         self._changed = asyncio.Event()
 
     def _authorized(self, request: web.Request) -> None:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        if request.headers.get("Authorization") != f"Bearer {CREDENTIAL}":
             raise web.HTTPUnauthorized()
+
+    async def _register(self, request: web.Request) -> web.Response:
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        name = (await request.json())["name"]
+        self.registrations.append((bearer, name))
+        if bearer not in (TOKEN, CREDENTIAL):
+            return web.json_response({"error": {"message": "wrong token"}}, status=401)
+        return web.json_response({"id": 3, "name": name, "credential": CREDENTIAL})
 
     async def _routes(self, request: web.Request) -> web.Response:
         self._authorized(request)
@@ -91,6 +107,7 @@ class FakeControlPlane:
         app.router.add_get("/api/v1/gateway/routes", self._routes)
         app.router.add_post("/api/v1/gateway/keys/check", self._check)
         app.router.add_post("/api/v1/gateway/usage", self._usage)
+        app.router.add_post("/api/v1/gateways/register", self._register)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         sock = listening_socket()
@@ -133,9 +150,9 @@ async def eventually_true(check: Callable[[], bool], within: float = 3.0) -> Non
 async def test_http_seams_follow_routes_check_keys_and_send_usage(
     control: FakeControlPlane, stub: StubUpstream
 ) -> None:
-    routes = HttpRoutingSource(control.url, TOKEN, wait=5)
-    keys = HttpKeyResolver(control.url, TOKEN)
-    usage = HttpUsageSink(control.url, TOKEN)
+    routes = HttpRoutingSource(control.url, CREDENTIAL, wait=5)
+    keys = HttpKeyResolver(control.url, CREDENTIAL)
+    usage = HttpUsageSink(control.url, CREDENTIAL)
     config = GatewayConfig(usage_flush_interval=0.05)
     app = create_gateway_app(routes=routes, keys=keys, usage=usage, config=config)
     try:
@@ -186,7 +203,7 @@ def tail(log: Path) -> str:
 
 @asynccontextmanager
 async def gateway_process(
-    server_url: str, port: int, log: Path, *extra: str
+    server_url: str, port: int, log: Path, *extra: str, token: str = TOKEN
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """A standalone gateway process; stopped with SIGTERM while this loop keeps serving
     the fake control plane (which receives the gateway's last usage batch)."""
@@ -196,7 +213,7 @@ async def gateway_process(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *command,
-            env={**os.environ, "MAAS_GATEWAY_TOKEN": TOKEN},
+            env={**os.environ, "MAAS_GATEWAY_TOKEN": token},
             stdout=handle,
             stderr=handle,
         )
@@ -246,6 +263,57 @@ async def test_standalone_gateway_process(control: FakeControlPlane, tmp_path: P
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 10)
     assert len(control.records) == 1  # sent at the latest when the gateway stops
+    # Registered once with the token; every later call used the gateway's credential.
+    [(bearer, name)] = control.registrations
+    assert bearer == TOKEN
+    # Without --data-dir: the host name with a random suffix, so restarts never collide.
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*-[0-9a-f]{6}", name), name
+
+
+async def test_standalone_gateway_keeps_its_credential_in_its_data_dir(
+    control: FakeControlPlane, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path / "gw"
+    args = ("--data-dir", str(data_dir), "--name", "edge-1")
+    for n in range(2):
+        log = tmp_path / f"gateway-{n}.log"
+        async with gateway_process(control.url, port, log, *args) as proc:
+            await wait_ready(url, proc, log)
+    # The first start registered with the token, the second re-attached with the
+    # stored credential.
+    assert control.registrations == [(TOKEN, "edge-1"), (CREDENTIAL, "edge-1")]
+    identity = data_dir / "gateway" / "identity.json"
+    assert stat.S_IMODE(identity.stat().st_mode) == 0o600
+    assert json.loads(identity.read_text())["credential"] == CREDENTIAL
+
+    # Given a gateway credential, the gateway uses it as it is.
+    log = tmp_path / "direct.log"
+    async with gateway_process(control.url, port, log, token=CREDENTIAL) as proc:
+        await wait_ready(url, proc, log)
+    assert len(control.registrations) == 2
+
+
+async def test_a_refused_stored_credential_falls_back_to_the_token(
+    control: FakeControlPlane, tmp_path: Path
+) -> None:
+    stale = GatewayIdentity(
+        server_url=control.url, gateway_id=1, name="edge-1", credential="mbg_revoked"
+    )
+    identity.save(tmp_path, stale)
+    client = ControlPlaneClient(control.url, TOKEN)
+    try:
+        credential = await identity.obtain_credential(client, TOKEN, name=None, data_dir=tmp_path)
+        assert credential == CREDENTIAL
+        assert control.registrations == [("mbg_revoked", "edge-1"), (TOKEN, "edge-1")]
+        stored = identity.load(tmp_path)
+        assert stored is not None
+        assert stored.credential == CREDENTIAL
+        with pytest.raises(ConfigurationError, match="refused the registration token"):
+            await identity.obtain_credential(client, "wrong", name="edge-2", data_dir=None)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -311,6 +379,7 @@ async def test_standalone_gateway_with_two_worker_processes(
             assert response.status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert [bearer for bearer, _ in control.registrations] == [TOKEN]  # once for both
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"{url}/readyz")  # no worker was left behind
