@@ -53,6 +53,8 @@ async def credentials(harness: Harness, admin: httpx.AsyncClient) -> dict[str, s
         "revoked_key": revoked,
         "nobody": None,
         "garbage": "not-a-real-token",
+        "gateway": (await admin.post("/api/v1/gateways", json={"name": "gw"})).json()["credential"],
+        "registration_token": (harness.settings.data_dir / "token").read_text().strip(),
     }
     # Move the clock past the expiring key's lifetime (tokens live longer).
     harness.clock.advance(2 * 3600)
@@ -102,6 +104,8 @@ CASES = [
         "revoked_key",
         "nobody",
         "garbage",
+        "gateway",
+        "registration_token",
     ]
 ]
 
