@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import stat
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import Harness
+from maasbase.common.clock import FakeClock
+from maasbase.common.config import Settings
+from maasbase.server.app import create_app
+from maasbase.server.runtime import close_server, open_server
+from tests.integration.conftest import ADMIN_PASSWORD, Harness
 from tests.integration.test_workers import heartbeat, register
 
 pytestmark = pytest.mark.integration
@@ -191,3 +196,23 @@ async def test_rotating_the_registration_token_keeps_workers_and_gateways_connec
     assert (await register_gateway(harness, token, "edge-2")).status_code == 401
     assert (await register(harness, new_token, "w2")).status_code == 200
     assert (await register_gateway(harness, new_token, "edge-2")).status_code == 200
+
+
+async def test_rotation_is_refused_when_the_token_comes_from_the_settings(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", bootstrap_password=ADMIN_PASSWORD, token="fixed-token-1"
+    )
+    clock = FakeClock(start=1_800_000_000.0)
+    opened = await open_server(settings, db_url, clock=clock)
+    try:
+        app = create_app(opened.state, run_controllers=False)
+        harness = Harness(opened=opened, app=app, clock=clock, settings=settings)
+        async with harness.client(await harness.login("admin", ADMIN_PASSWORD)) as admin:
+            response = await admin.post("/api/v1/cluster/registration-token")
+        assert response.status_code == 409
+        assert "change the setting and restart" in message(response)
+        assert (settings.data_dir / "token").read_text().strip() == "fixed-token-1"
+    finally:
+        await close_server(opened.state)
