@@ -280,7 +280,10 @@ def gateway(
     workers: Annotated[int, typer.Option(help="Gateway processes on this port.")] = 1,
     name: Annotated[
         str | None,
-        typer.Option(help="Gateway name [default: host name; plus a suffix without --data-dir]."),
+        typer.Option(
+            help="Gateway name (default: the host name; with a random suffix "
+            "when there is no --data-dir)."
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,
