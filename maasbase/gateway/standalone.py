@@ -2,7 +2,7 @@
 
 ``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
 run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
-key checks and usage batches, all with the gateway's token. SIGINT/SIGTERM stop it
+key checks, the credential-change watch and usage batches, all with the gateway's token. SIGINT/SIGTERM stop it
 gracefully. With ``workers`` > 1 it starts that many
 gateway processes, each on its own ``SO_REUSEPORT`` socket on the same port (the
 kernel spreads connections across them), and stops them when it is cancelled.
@@ -32,6 +32,7 @@ from maasbase.gateway.asgi import ASGIApp
 from maasbase.gateway.auth import HttpKeyResolver
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.control import ControlPlaneClient
+from maasbase.gateway.key_changes import HttpKeyChangeSource
 from maasbase.gateway.limits import LimitStore
 from maasbase.gateway.metering import HttpUsageSink
 from maasbase.gateway.routing import HttpRoutingSource
@@ -107,6 +108,7 @@ async def serve(
         usage=HttpUsageSink(server_url, token, client=control),
         limits=limits,
         config=config,
+        key_changes=HttpKeyChangeSource(control),
     )
     server = GatewayServer(app)
     settle_garbage_collector()
