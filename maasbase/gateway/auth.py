@@ -182,11 +182,7 @@ class CachedKeyResolver:
             grant = await self.inner.check(key)
         except MaasError:
             entry = self._cache.get(key)
-            if (
-                entry is not None
-                and isinstance(entry.answer, Caller)
-                and entry.stale_until > now
-            ):
+            if entry is not None and isinstance(entry.answer, Caller) and entry.stale_until > now:
                 logger.warning("key check failed; serving a cached grant")
                 return entry.answer
             raise

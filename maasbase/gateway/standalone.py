@@ -2,8 +2,8 @@
 
 ``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
 run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
-key checks, the credential-change watch and usage batches, all with the gateway's token. SIGINT/SIGTERM stop it
-gracefully. With ``workers`` > 1 it starts that many
+key checks, credential-change watch and usage batches, all with the gateway's token.
+SIGINT/SIGTERM stop it gracefully. With ``workers`` > 1 it starts that many
 gateway processes, each on its own ``SO_REUSEPORT`` socket on the same port (the
 kernel spreads connections across them), and stops them when it is cancelled.
 

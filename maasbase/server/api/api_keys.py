@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 
-from maasbase.common.auth import Principal
-from maasbase.common.auth import Scope
+from maasbase.common.auth import Principal, Scope
 from maasbase.common.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from maasbase.server import key_changes
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
 from maasbase.server.db import api_keys as api_keys_db
-from maasbase.server.key_policy import SESSION, KeyPowers, excess
 from maasbase.server.db.tables import ApiKey
+from maasbase.server.key_policy import SESSION, KeyPowers, excess
 from maasbase.server.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyLimits, ApiKeyOut
 from maasbase.server.schemas.common import Page
 from maasbase.server.security import api_keys as key_material
