@@ -25,6 +25,7 @@ from maasbase.common.errors import MaasError, Unavailable
 from maasbase.common.routing import UNKNOWN_KEY, KeyCheck, KeyGrant, KeyRefused
 from maasbase.gateway.control import ControlPlaneClient
 from maasbase.gateway.errors import InvalidApiKey, ModelNotAllowed, ScopeNotAllowed
+from maasbase.gateway.limits import UserBucket, has_limits
 
 logger = logging.getLogger("maasbase.gateway.auth")
 
@@ -61,6 +62,7 @@ class Caller:
     expires_at: float | None
     may_infer: bool
     limited: bool  # the key or its user has a limit
+    user: UserBucket | None = None  # the user's shared limits, when there are any
 
     @classmethod
     def from_grant(cls, grant: KeyGrant) -> Caller:
@@ -68,6 +70,7 @@ class Caller:
             may_infer = Scope(grant.scope).allows_inference()
         except ValueError:
             may_infer = False
+        user_limited = has_limits(grant.user_limits)
         return cls(
             grant=grant,
             allowed_models=None
@@ -75,11 +78,8 @@ class Caller:
             else frozenset(m for m in grant.allowed_models if m.strip()),
             expires_at=None if grant.expires_at is None else grant.expires_at.timestamp(),
             may_infer=may_infer,
-            limited=any(
-                v is not None
-                for limits in (grant.limits, grant.user_limits)
-                for v in (limits.requests_per_minute, limits.tokens_per_minute, limits.token_quota)
-            ),
+            limited=user_limited or has_limits(grant.limits),
+            user=UserBucket(grant.user_id, grant.user_limits) if user_limited else None,
         )
 
     def may_use(self, model: str) -> bool:
