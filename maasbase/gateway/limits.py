@@ -46,20 +46,22 @@ class Admission:
         if by_user:
             assert user_limits is not None
             limits = user_limits
-        whose = "your user account (shared by all your API keys)" if by_user else "this API key"
+        whose = "your user account" if by_user else "this API key"
+        shared = " (shared by all your API keys)" if by_user else ""
         if self.reason == "quota":
             raise QuotaExceeded(
                 f"{whose} used its quota of {limits.token_quota} tokens per "
-                f"{limits.quota_period}; it renews in {wait} s, or ask an administrator "
-                "to raise it",
+                f"{limits.quota_period}{shared}; it renews in {wait} s, or ask an "
+                "administrator to raise it",
                 retry_after=self.retry_after,
             )
         if self.reason == "tokens":
             what = f"{limits.tokens_per_minute} tokens per minute"
         else:
             what = f"{limits.requests_per_minute} requests per minute"
+        shared = ", shared by all your API keys" if by_user else ""
         raise RateLimited(
-            f"rate limit reached for {whose} ({what}); retry after {wait} s",
+            f"rate limit reached for {whose} ({what}{shared}); retry after {wait} s",
             retry_after=self.retry_after,
         )
 
