@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from maasbase.server.db.tables import ApiKey
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
@@ -106,3 +107,47 @@ async def test_admins_set_user_limits_shown_in_user_output(
     assert (cleared.json()["rpm_limit"], cleared.json()["tpm_limit"]) == (None, 5000)
     by_herself = await alice.patch(f"/api/v1/users/{me['id']}", json={"rpm_limit": 1})
     assert by_herself.status_code == 403
+
+
+async def test_a_stored_empty_model_list_reaches_gateways_as_no_model(
+    harness: Harness, alice: httpx.AsyncClient
+) -> None:
+    created = await mint(alice, allowed_models=["m"])
+    assert created.status_code == 201
+    async with harness.opened.state.sessions() as session:  # a row written before the check
+        row = await session.get(ApiKey, created.json()["id"])
+        assert row is not None
+        row.allowed_models = []
+        await session.commit()
+    token = (harness.settings.data_dir / "token").read_text().strip()
+    async with harness.client(token) as gateway:
+        key = created.json()["key"]
+        grant = await gateway.post("/api/v1/gateway/keys/check", json={"key": key})
+    assert grant.status_code == 200, grant.text
+    assert grant.json()["allowed_models"] == []
+
+
+async def test_the_change_feed_names_revoked_keys_and_changed_users(
+    harness: Harness, admin: httpx.AsyncClient, alice: httpx.AsyncClient
+) -> None:
+    token = (harness.settings.data_dir / "token").read_text().strip()
+    created = (await mint(alice)).json()
+    user_id = created["user_id"]
+    async with harness.client(token) as gateway:
+        head = (await gateway.get("/api/v1/gateway/key-changes")).json()
+        assert head["changes"] == []
+        cursor = head["cursor"]
+        assert (await alice.delete(f"/api/v1/api-keys/{created['id']}")).status_code == 204
+        await admin.patch(f"/api/v1/users/{user_id}", json={"tpm_limit": 100})
+        await admin.patch(f"/api/v1/users/{user_id}", json={"full_name": "Alice"})  # no change
+        feed = await gateway.get("/api/v1/gateway/key-changes", params={"after": cursor})
+        changes = feed.json()["changes"]
+        assert [(c["access_key"], c["user_id"]) for c in changes] == [
+            (created["access_key"], None),
+            (None, user_id),
+        ]
+        assert feed.json()["cursor"] == changes[-1]["id"]
+        ahead = await gateway.get("/api/v1/gateway/key-changes", params={"after": 10**6})
+        assert ahead.json()["reset"] is True  # a cursor from another database: start over
+        as_user = await alice.get("/api/v1/gateway/key-changes")
+        assert as_user.status_code == 403
