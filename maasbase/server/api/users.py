@@ -114,10 +114,12 @@ async def update_user(
     for field, value in limits.items():
         if not (field == "quota_period" and value is None):
             setattr(user, field, value)
-    if limits or body.is_active is not None or body.password is not None:
+    changed = bool(limits) or body.is_active is not None or body.password is not None
+    if changed:
         await key_changes.record_user(session, state, user.id)
     await session.commit()
-    state.changes.notify()
+    if changed:
+        state.changes.notify()
     return user
 
 
