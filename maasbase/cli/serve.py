@@ -21,7 +21,7 @@ from maasbase.server.app import create_app
 from maasbase.server.bootstrap import TOKEN_FILE
 from maasbase.server.db.engine import normalize_url, redact
 from maasbase.server.embedded_db import EmbeddedPostgres
-from maasbase.server.gateway_link import LocalKeys, LocalRoutes, LocalUsage
+from maasbase.server.gateway_link import LocalKeyChanges, LocalKeys, LocalRoutes, LocalUsage
 from maasbase.server.runtime import Opened, close_server, open_server
 from maasbase.worker.agent import WorkerAgent, WorkerConfig
 
@@ -182,6 +182,7 @@ def local_gateway(settings: Settings, opened: Opened) -> GatewayApp:
         routes=LocalRoutes(state),
         keys=LocalKeys(state),
         usage=LocalUsage(state),
+        key_changes=LocalKeyChanges(state),
         limits=RedisLimitStore.from_url(settings.redis_url) if settings.redis_url else None,
     )
 

@@ -3,8 +3,8 @@ and who may call it.
 
 A gateway holds a ``RoutingTable`` (followed through a long-poll watch, kept when the
 server is down), resolves API keys through the server (``KeyCheck`` → ``KeyGrant``,
-cached briefly), and sends ``UsageRecord`` batches back. New fields must come with
-defaults.
+cached and dropped as soon as the ``CredentialChanges`` feed names the key or its user),
+and sends ``UsageRecord`` batches back. New fields must come with defaults.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class RoutingTable(BaseModel):
 
 
 class KeyLimits(BaseModel):
-    """Per-key limits; None means unlimited."""
+    """Limits of a key, or of a user (shared by all the user's keys); None means
+    unlimited."""
 
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
@@ -97,6 +98,41 @@ class KeyGrant(BaseModel):
     allowed_models: list[str] | None = None
     expires_at: datetime | None = None
     limits: KeyLimits = Field(default_factory=KeyLimits)
+    user_limits: KeyLimits = Field(
+        default_factory=KeyLimits,
+        description="The user's limits, shared by all their keys; quota_used counts the "
+        "tokens of all their keys in the period.",
+    )
+
+
+UNKNOWN_KEY = "invalid API key; check the key or create a new one"
+
+
+@dataclass(frozen=True)
+class KeyRefused:
+    """The control plane refused a key; ``message`` says why (revoked, expired, ...)."""
+
+    message: str = UNKNOWN_KEY
+
+
+class CredentialChange(BaseModel):
+    """A key (``access_key``) or a user (``user_id``, all their keys) changed: revoked,
+    limits changed, deactivated, deleted. Gateways drop what they cached for it."""
+
+    id: int
+    access_key: str | None = None
+    user_id: int | None = None
+
+
+class CredentialChanges(BaseModel):
+    """Server → gateway: the changes after the gateway's cursor."""
+
+    cursor: int = Field(description="The newest change covered; send it as 'after' next.")
+    changes: list[CredentialChange] = Field(default_factory=list)
+    reset: bool = Field(
+        default=False,
+        description="Changes after the cursor were pruned: drop every cached grant.",
+    )
 
 
 class UsageRecord(BaseModel):

@@ -1,7 +1,8 @@
 """The gateway app: ``/v1/*`` dispatch, lifecycle, model listing.
 
-``create_gateway_app`` wires the seams (routing source, key resolver, usage sink,
-limit store, upstream client) into a ``GatewayApp``. It serves ``Call``s from either
+``create_gateway_app`` wires the seams (routing source, key resolver and the
+credential-change feed that keeps its cache current, usage sink, limit store, upstream
+client) into a ``GatewayApp``. It serves ``Call``s from either
 server: its own (``server.GatewayServer``, the fast path of standalone gateways), or
 any ASGI server, as the top-level app (the lifespan starts and stops it) or mounted:
 the control plane dispatches ``/v1/*`` to it and calls ``start()`` and ``aclose()``
@@ -19,7 +20,7 @@ from typing import Any
 
 from maasbase.common.clock import Clock, SystemClock
 from maasbase.common.errors import MaasError, NotFound, Unavailable
-from maasbase.common.routing import RoutedModel
+from maasbase.common.routing import KeyRefused, RoutedModel
 from maasbase.gateway.aiohttp_upstream import AiohttpUpstreamClient
 from maasbase.gateway.asgi import AsgiCall, Receive, Scope, Send
 from maasbase.gateway.auth import CachedKeyResolver, Caller, KeyResolver
@@ -34,6 +35,7 @@ from maasbase.gateway.errors import (
     NoUpstream,
 )
 from maasbase.gateway.handlers import ENDPOINTS, Handlers
+from maasbase.gateway.key_changes import KeyChangeSource, follow_key_changes
 from maasbase.gateway.limits import LimitStore, MemoryLimitStore
 from maasbase.gateway.metering import UsageMeter, UsageSink
 from maasbase.gateway.proxy import Forwarder
@@ -57,6 +59,7 @@ class GatewayApp:
         clock: Clock | None = None,
         upstream: UpstreamClient | None = None,
         rng: random.Random | None = None,
+        key_changes: KeyChangeSource | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.clock = clock = clock or SystemClock()
@@ -67,6 +70,7 @@ class GatewayApp:
         self.keys = CachedKeyResolver(
             keys, clock=clock, ttl=config.key_cache_ttl, negative_ttl=config.key_negative_ttl
         )
+        self.key_changes = key_changes
         self.meter = UsageMeter(
             usage, flush_interval=config.usage_flush_interval, batch_size=config.usage_batch_size
         )
@@ -103,6 +107,12 @@ class GatewayApp:
             loop.create_task(follow_routes(self.source, self.holder), name="gateway-routes"),
             loop.create_task(self.meter.run(), name="gateway-usage"),
         ]
+        if self.key_changes is not None:
+            self._tasks.append(
+                loop.create_task(
+                    follow_key_changes(self.key_changes, self.keys), name="gateway-key-changes"
+                )
+            )
 
     async def aclose(self) -> None:
         """Stop following routes, send the usage still buffered, close connections."""
@@ -188,11 +198,11 @@ class GatewayApp:
                 "no API key; send it as 'Authorization: Bearer <key>' (create one in the UI "
                 "or with the management API)"
             )
-        caller = await self.keys.resolve(call.api_key.decode("latin-1"))
-        if caller is None:
-            raise InvalidApiKey("invalid API key; check the key or create a new one")
-        caller.check_usable(self.clock.now())
-        return caller
+        answer = await self.keys.resolve(call.api_key.decode("latin-1"))
+        if isinstance(answer, KeyRefused):
+            raise InvalidApiKey(answer.message)
+        answer.check_usable(self.clock.now())
+        return answer
 
     async def routes_loaded(self) -> None:
         """Wait (a little) for the first routing table after a start."""
@@ -272,6 +282,7 @@ def create_gateway_app(
     config: GatewayConfig | None = None,
     clock: Clock | None = None,
     upstream: UpstreamClient | None = None,
+    key_changes: KeyChangeSource | None = None,
 ) -> GatewayApp:
     """The gateway's ASGI app. As the top-level app, uvicorn's lifespan starts it; when
     mounted, call ``await app.start()`` at startup and ``await app.aclose()`` at shutdown."""
@@ -283,4 +294,5 @@ def create_gateway_app(
         config=config,
         clock=clock,
         upstream=upstream,
+        key_changes=key_changes,
     )

@@ -132,11 +132,11 @@ class Handlers:
         return functools.partial(self._openai, endpoint=endpoint)
 
     async def _admit(self, caller: Caller) -> None:
-        """Take the request from the key's limits; 429 when they refuse it."""
+        """Take the request from the key's limits and its user's; 429 when they refuse it."""
         grant = caller.grant
         now = self.app.clock.now()
-        admission = await self.app.limits.admit(grant.api_key_id, grant.limits, now)
-        admission.raise_if_refused(grant.limits)
+        admission = await self.app.limits.admit(grant.api_key_id, grant.limits, now, caller.user)
+        admission.raise_if_refused(grant.limits, grant.user_limits)
 
     def _refused(
         self, call: Call, caller: Caller, model: str, endpoint: str, exc: MaasError
@@ -256,7 +256,9 @@ class Handlers:
         app.meter.record(usage)
         tokens = usage.prompt_tokens + usage.completion_tokens
         if tokens and caller.limited:
-            await app.limits.consume(grant.api_key_id, grant.limits, tokens, app.clock.now())
+            await app.limits.consume(
+                grant.api_key_id, grant.limits, tokens, app.clock.now(), caller.user
+            )
         if failure is not None:
             raise failure
 

@@ -1,11 +1,15 @@
-"""Per-key limits: requests per minute, tokens per minute, token quota per day or month.
+"""Limits of a key and of its user (shared by all the user's keys): requests per minute,
+tokens per minute, token quota per day or month.
 
-The policy is pure: ``admit`` looks at a key's carried usage, its ``KeyLimits`` and
-``now`` and says whether the request may start, or how long until it may. Requests are
+The policy is pure: ``admit`` looks at a bucket's carried usage, its ``KeyLimits`` and
+``now`` and says whether the request may start, or how long until it may;
+``admit_both`` does so for the key's bucket and the user's, counting the request in
+both only when both admit it. Requests are
 counted in an exact sliding window (a request is admitted only if fewer than the limit
 started in the last 60 s); tokens are known only once a request ends, so a request is
 admitted while the window's tokens are below the limit and its tokens are added after.
-A ``LimitStore`` carries the state: ``MemoryLimitStore`` for one process (check and
+A ``LimitStore`` carries the state, key buckets by key id and user buckets by user id:
+``MemoryLimitStore`` for one process (check and
 consume happen without an ``await`` between them, so they are atomic), or the Redis
 store in ``limits_redis`` to share limits between gateway replicas.
 """
@@ -22,29 +26,42 @@ from maasbase.gateway.errors import QuotaExceeded, RateLimited
 WINDOW = 60.0
 
 
+KEY = "key"
+USER = "user"
+
+
 @dataclass(frozen=True)
 class Admission:
     allowed: bool
     retry_after: float = 0.0
     reason: str = ""  # "requests", "tokens" or "quota" when refused
+    level: str = KEY  # whose limit refused: the key's or its user's
 
-    def raise_if_refused(self, limits: KeyLimits) -> None:
+    def raise_if_refused(self, limits: KeyLimits, user_limits: KeyLimits | None = None) -> None:
+        """Raise the refusal; ``limits`` are the key's, ``user_limits`` its user's."""
         if self.allowed:
             return
         wait = max(1, round(self.retry_after + 0.5))
+        by_user = self.level == USER and user_limits is not None
+        if by_user:
+            assert user_limits is not None
+            limits = user_limits
+        whose = "your user account" if by_user else "this API key"
+        shared = " (shared by all your API keys)" if by_user else ""
         if self.reason == "quota":
             raise QuotaExceeded(
-                f"this API key used its quota of {limits.token_quota} tokens per "
-                f"{limits.quota_period}; it renews in {wait} s, or ask an administrator "
-                "to raise it",
+                f"{whose} used its quota of {limits.token_quota} tokens per "
+                f"{limits.quota_period}{shared}; it renews in {wait} s, or ask an "
+                "administrator to raise it",
                 retry_after=self.retry_after,
             )
         if self.reason == "tokens":
             what = f"{limits.tokens_per_minute} tokens per minute"
         else:
             what = f"{limits.requests_per_minute} requests per minute"
+        shared = ", shared by all your API keys" if by_user else ""
         raise RateLimited(
-            f"rate limit reached for this API key ({what}); retry after {wait} s",
+            f"rate limit reached for {whose} ({what}{shared}); retry after {wait} s",
             retry_after=self.retry_after,
         )
 
@@ -102,8 +119,8 @@ def _start_period(usage: KeyUsage, limits: KeyLimits, start: float) -> None:
         usage.quota_start, usage.quota_used = start, carried
 
 
-def admit(usage: KeyUsage, limits: KeyLimits, now: float) -> Admission:
-    """Decide whether one more request may start now; count it when it may."""
+def check(usage: KeyUsage, limits: KeyLimits, now: float) -> Admission:
+    """Whether one more request may start now, without counting it."""
     if limits.token_quota is not None:
         start, end = quota_period(limits.quota_period, now)
         _start_period(usage, limits, start)
@@ -119,7 +136,36 @@ def admit(usage: KeyUsage, limits: KeyLimits, now: float) -> Admission:
         wait = usage.requests.wait_below(limits.requests_per_minute, now, WINDOW)
         if wait > 0:
             return Admission(False, wait, "requests")
+    return ADMITTED
+
+
+def count(usage: KeyUsage, limits: KeyLimits, now: float) -> None:
+    """Count one admitted request in the minute window."""
+    if limits.requests_per_minute is not None:
         usage.requests.add(now, 1)
+
+
+def admit(usage: KeyUsage, limits: KeyLimits, now: float) -> Admission:
+    """Decide whether one more request may start now; count it when it may."""
+    decision = check(usage, limits, now)
+    if decision.allowed:
+        count(usage, limits, now)
+    return decision
+
+
+def admit_both(
+    key: KeyUsage, key_limits: KeyLimits, user: KeyUsage, user_limits: KeyLimits, now: float
+) -> Admission:
+    """Admit a request under its key's limits and its user's; counted in both only when
+    both allow it. A refusal says whose limit it was."""
+    decision = check(key, key_limits, now)
+    if not decision.allowed:
+        return decision
+    by_user = check(user, user_limits, now)
+    if not by_user.allowed:
+        return Admission(False, by_user.retry_after, by_user.reason, USER)
+    count(key, key_limits, now)
+    count(user, user_limits, now)
     return ADMITTED
 
 
@@ -135,10 +181,31 @@ def consume(usage: KeyUsage, limits: KeyLimits, tokens: int, now: float) -> None
         usage.quota_used += tokens
 
 
-class LimitStore(Protocol):
-    async def admit(self, key_id: int, limits: KeyLimits, now: float) -> Admission: ...
+@dataclass(frozen=True)
+class UserBucket:
+    """The user a key belongs to, and the limits all the user's keys share."""
 
-    async def consume(self, key_id: int, limits: KeyLimits, tokens: int, now: float) -> None: ...
+    user_id: int
+    limits: KeyLimits
+
+
+def has_limits(limits: KeyLimits) -> bool:
+    return (
+        limits.requests_per_minute is not None
+        or limits.tokens_per_minute is not None
+        or limits.token_quota is not None
+    )
+
+
+class LimitStore(Protocol):
+    async def admit(
+        self, key_id: int, limits: KeyLimits, now: float, user: UserBucket | None = None
+    ) -> Admission: ...
+
+    async def consume(
+        self, key_id: int, limits: KeyLimits, tokens: int, now: float,
+        user: UserBucket | None = None,
+    ) -> None: ...  # fmt: skip
 
     async def aclose(self) -> None: ...
 
@@ -148,6 +215,7 @@ class MemoryLimitStore:
 
     def __init__(self) -> None:
         self.usage: dict[int, KeyUsage] = {}
+        self.user_usage: dict[int, KeyUsage] = {}
 
     def _usage(self, key_id: int) -> KeyUsage:
         usage = self.usage.get(key_id)
@@ -155,11 +223,29 @@ class MemoryLimitStore:
             usage = self.usage[key_id] = KeyUsage()
         return usage
 
-    async def admit(self, key_id: int, limits: KeyLimits, now: float) -> Admission:
-        return admit(self._usage(key_id), limits, now)
+    def _user_usage(self, user_id: int) -> KeyUsage:
+        usage = self.user_usage.get(user_id)
+        if usage is None:
+            usage = self.user_usage[user_id] = KeyUsage()
+        return usage
 
-    async def consume(self, key_id: int, limits: KeyLimits, tokens: int, now: float) -> None:
+    async def admit(
+        self, key_id: int, limits: KeyLimits, now: float, user: UserBucket | None = None
+    ) -> Admission:
+        if user is None or not has_limits(user.limits):
+            return admit(self._usage(key_id), limits, now)
+        return admit_both(
+            self._usage(key_id), limits, self._user_usage(user.user_id), user.limits, now
+        )
+
+    async def consume(
+        self, key_id: int, limits: KeyLimits, tokens: int, now: float,
+        user: UserBucket | None = None,
+    ) -> None:  # fmt: skip
         consume(self._usage(key_id), limits, tokens, now)
+        if user is not None and has_limits(user.limits):
+            consume(self._user_usage(user.user_id), user.limits, tokens, now)
 
     async def aclose(self) -> None:
         self.usage.clear()
+        self.user_usage.clear()

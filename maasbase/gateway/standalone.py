@@ -2,11 +2,12 @@
 
 ``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
 run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
-key checks and usage batches, all with the gateway's own credential (``identity``: the
-registration token is exchanged for one at start). SIGINT/SIGTERM stop it gracefully.
-With ``workers`` > 1 it registers once, then starts that many gateway processes with the
-credential, each on its own ``SO_REUSEPORT`` socket on the same port (the kernel spreads
-connections across them), and stops them when it is cancelled.
+key checks, credential-change watch and usage batches, all with the gateway's own
+credential (``identity``: the registration token is exchanged for one at start).
+SIGINT/SIGTERM stop it gracefully. With ``workers`` > 1 it registers once, then starts
+that many gateway processes with the credential, each on its own ``SO_REUSEPORT`` socket
+on the same port (the kernel spreads connections across them), and stops them when it is
+cancelled.
 
 ``python -m maasbase.gateway.standalone --server-url URL [--token T | $MAAS_GATEWAY_TOKEN]
 [--name NAME] [--data-dir DIR]``
@@ -36,6 +37,7 @@ from maasbase.gateway.auth import HttpKeyResolver
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.control import ControlPlaneClient
 from maasbase.gateway.identity import obtain_credential
+from maasbase.gateway.key_changes import HttpKeyChangeSource
 from maasbase.gateway.limits import LimitStore
 from maasbase.gateway.metering import HttpUsageSink
 from maasbase.gateway.routing import HttpRoutingSource
@@ -117,6 +119,7 @@ async def serve(
             usage=HttpUsageSink(server_url, credential, client=control),
             limits=limits,
             config=config,
+            key_changes=HttpKeyChangeSource(control),
         )
         server = GatewayServer(app)
         settle_garbage_collector()

@@ -31,7 +31,10 @@ async def from_api_key(session: AsyncSession, presented: str, *, now: datetime) 
     if key is None or not key_material.secret_matches(material.secret, key.secret_hash):
         raise Unauthenticated("invalid API key")
     if key.revoked_at is not None:
-        raise Unauthenticated("this API key has been revoked; create a new one")
+        raise Unauthenticated(
+            f"this API key was revoked at {key.revoked_at.astimezone(UTC).isoformat()}; "
+            "create a new one"
+        )
     if key.expires_at is not None and key.expires_at <= now:
         raise Unauthenticated(
             f"this API key expired at {key.expires_at.astimezone(UTC).isoformat()}; "

@@ -1,14 +1,20 @@
 """The gateway's seams, implemented inside the control plane process (``maas-base start``
-serves ``/v1`` on the same port): routes, key checks and usage go straight to the
-database instead of over HTTP."""
+serves ``/v1`` on the same port): routes, key checks, credential changes and usage go
+straight to the database instead of over HTTP."""
 
 from __future__ import annotations
 
 import logging
 
 from maasbase.common.errors import Unauthenticated
-from maasbase.common.routing import KeyGrant, RoutingTable, Usage
-from maasbase.server import routing_table
+from maasbase.common.routing import (
+    CredentialChanges,
+    KeyGrant,
+    KeyRefused,
+    RoutingTable,
+    Usage,
+)
+from maasbase.server import key_changes, routing_table
 from maasbase.server.api.gateway_sync import grant_for_key
 from maasbase.server.db import usage as usage_db
 from maasbase.server.state import ServerState
@@ -30,12 +36,20 @@ class LocalKeys:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    async def check(self, key: str) -> KeyGrant | None:
+    async def check(self, key: str) -> KeyGrant | KeyRefused:
         async with self.state.sessions() as session:
             try:
                 return await grant_for_key(session, self.state, key)
-            except Unauthenticated:
-                return None
+            except Unauthenticated as exc:
+                return KeyRefused(exc.message)
+
+
+class LocalKeyChanges:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def changes(self, after: int | None) -> CredentialChanges:
+        return await key_changes.watch(self.state, after, WATCH_SECONDS)
 
 
 class LocalUsage:

@@ -22,7 +22,7 @@ from maasbase.gateway.fakes import (
     grant,
     routing_table,
 )
-from maasbase.gateway.limits import LimitStore
+from maasbase.gateway.limits import LimitStore, UserBucket
 from maasbase.gateway.limits_redis import PREFIX, RedisLimitStore
 from maasbase.gateway.testing import StubUpstream, serving
 
@@ -161,6 +161,41 @@ async def test_redis_window_is_exact_and_says_when(redis_url: str) -> None:
             await client.delete(name)
         await client.aclose()
         await store.aclose()
+
+
+async def test_redis_user_limits_are_shared_by_a_users_keys_across_gateways(
+    redis_url: str,
+) -> None:
+    first, second = RedisLimitStore.from_url(redis_url), RedisLimitStore.from_url(redis_url)
+    user_id = random.randrange(10**9, 2 * 10**9)
+    key_a, key_b = user_id, user_id + 1  # user and key buckets never mix, even with equal ids
+    user = UserBucket(user_id, KeyLimits(requests_per_minute=3, token_quota=30))
+    own = KeyLimits(requests_per_minute=10)
+    t = 1_800_000_000.0  # quota counters expire at their period's end: a real date
+    try:
+        decisions = [
+            await (first, second)[i % 2].admit((key_a, key_b)[i % 2], own, t + i, user)
+            for i in range(4)
+        ]
+        assert [d.allowed for d in decisions] == [True, True, True, False]
+        assert (decisions[3].reason, decisions[3].level) == ("requests", "user")
+        assert (await first.admit(key_a, own, t)).allowed  # the key alone has room
+        key_only = await first.admit(key_a, KeyLimits(requests_per_minute=1), t + 100, user)
+        assert (key_only.allowed, key_only.level) == (True, "key")
+        refused = await first.admit(key_a, KeyLimits(requests_per_minute=1), t + 101, user)
+        assert (refused.allowed, refused.level) == (False, "key")
+        await first.consume(key_a, own, 20, t + 102, user)
+        await second.consume(key_b, own, 10, t + 103, user)
+        quota = await second.admit(key_b, own, t + 200, user)
+        assert (quota.allowed, quota.reason, quota.level) == (False, "quota", "user")
+    finally:
+        client = aioredis.Redis.from_url(redis_url)
+        for pattern in (f"{PREFIX}:{{u{user_id}}}:*", f"{PREFIX}:{{{key_a}}}:*"):
+            async for name in client.scan_iter(pattern):
+                await client.delete(name)
+        await client.aclose()
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_an_unreachable_redis_pauses_limits_but_not_serving(stub: StubUpstream) -> None:

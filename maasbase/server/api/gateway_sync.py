@@ -1,5 +1,6 @@
 """What gateways need from the control plane: the routing table (long-poll), API key
-checks, and a place to send usage batches. Authenticated with the cluster token."""
+checks, the credential-change feed (long-poll), and a place to send usage batches.
+Authenticated with the cluster token."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.routing import (
+    CredentialChanges,
     KeyCheck,
     KeyGrant,
     KeyLimits,
@@ -16,10 +18,11 @@ from maasbase.common.routing import (
     UsageBatch,
     quota_period,
 )
-from maasbase.server import authn, routing_table
+from maasbase.server import authn, key_changes, routing_table
 from maasbase.server.api.deps import GatewayCaller, Session, State
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db import usage as usage_db
+from maasbase.server.db import users as users_db
 from maasbase.server.state import ServerState
 
 router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
@@ -45,18 +48,26 @@ async def grant_for_key(session: AsyncSession, state: ServerState, presented: st
     assert principal.api_key_id is not None
     assert principal.user_id is not None
     key = await api_keys_db.get(session, principal.api_key_id)
+    user = await users_db.get(session, principal.user_id)
     assert key is not None
+    assert user is not None
     period_start, _ = quota_period(key.quota_period, now.timestamp())
     used = 0
     if key.token_quota is not None:
         since = datetime.fromtimestamp(period_start, UTC)
         used = await usage_db.tokens_used(session, key.id, since=since)
+    user_start, _ = quota_period(user.quota_period, now.timestamp())
+    user_used = 0
+    if user.token_quota is not None:
+        since = datetime.fromtimestamp(user_start, UTC)
+        user_used = await usage_db.user_tokens_used(session, user.id, since=since)
     return KeyGrant(
         api_key_id=key.id,
         user_id=principal.user_id,
         username=principal.name,
         scope=key.scope,
-        allowed_models=list(principal.allowed_models) if principal.allowed_models else None,
+        # An empty list is kept: it allows no model (never "every model").
+        allowed_models=None if key.allowed_models is None else list(key.allowed_models),
         expires_at=key.expires_at,
         limits=KeyLimits(
             requests_per_minute=key.rpm_limit,
@@ -65,6 +76,14 @@ async def grant_for_key(session: AsyncSession, state: ServerState, presented: st
             quota_period=key.quota_period,
             quota_used=used,
             quota_period_start=period_start,
+        ),
+        user_limits=KeyLimits(
+            requests_per_minute=user.rpm_limit,
+            tokens_per_minute=user.tpm_limit,
+            token_quota=user.token_quota,
+            quota_period=user.quota_period,
+            quota_used=user_used,
+            quota_period_start=user_start,
         ),
     )
 
@@ -75,6 +94,19 @@ async def check_key(
 ) -> KeyGrant:
     """Who an API key belongs to and what it may do; 401 with the reason otherwise."""
     return await grant_for_key(session, state, body.key)
+
+
+@router.get("/key-changes", response_model=CredentialChanges)
+async def watch_key_changes(
+    _gateway: GatewayCaller,
+    state: State,
+    after: int | None = Query(default=None, ge=0),
+    wait: float = Query(default=0, ge=0, le=60),
+) -> CredentialChanges:
+    """Keys and users whose cached grants gateways must drop: the changes after
+    ``after``, at once when there are any, else when one is written or after ``wait``
+    seconds. Without ``after``, the newest change id to start from."""
+    return await key_changes.watch(state, after, wait)
 
 
 @router.post("/usage", status_code=202)

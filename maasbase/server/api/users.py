@@ -5,13 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from maasbase.common.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from maasbase.server import key_changes
 from maasbase.server.api.auth import issue_session
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
 from maasbase.server.db import users as users_db
 from maasbase.server.db.tables import User
 from maasbase.server.schemas.auth import TokenResponse
 from maasbase.server.schemas.common import Page
-from maasbase.server.schemas.users import PasswordChange, UserCreate, UserOut, UserUpdate
+from maasbase.server.schemas.users import (
+    LIMIT_FIELDS,
+    PasswordChange,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
 from maasbase.server.security import passwords
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -42,7 +49,9 @@ async def change_password(
         raise InvalidRequest("current_password is wrong")
     passwords.check_strength(body.new_password)
     users_db.set_password(user, await passwords.hash_password(body.new_password))
+    await key_changes.record_user(session, state, user.id)
     await session.commit()
+    state.changes.notify()
     return issue_session(state, user, response)
 
 
@@ -81,7 +90,11 @@ async def get_user(user_id: int, _admin: Admin, session: Session) -> User:
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-async def update_user(user_id: int, body: UserUpdate, admin: Admin, session: Session) -> User:
+async def update_user(
+    user_id: int, body: UserUpdate, admin: Admin, session: Session, state: State
+) -> User:
+    """Admin changes to a user, limits shared by all their keys included; gateways apply
+    deactivation and limits within a second."""
     user = await _load(session, user_id)
     losing_admin = (body.is_admin is False and user.is_admin) or (
         body.is_active is False and user.is_admin
@@ -97,17 +110,28 @@ async def update_user(user_id: int, body: UserUpdate, admin: Admin, session: Ses
     if body.password is not None:
         passwords.check_strength(body.password)
         users_db.set_password(user, await passwords.hash_password(body.password))
+    limits = body.model_dump(include=set(LIMIT_FIELDS), exclude_unset=True)
+    for field, value in limits.items():
+        if not (field == "quota_period" and value is None):
+            setattr(user, field, value)
+    changed = bool(limits) or body.is_active is not None or body.password is not None
+    if changed:
+        await key_changes.record_user(session, state, user.id)
     await session.commit()
+    if changed:
+        state.changes.notify()
     return user
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: int, admin: Admin, session: Session) -> Response:
+async def delete_user(user_id: int, admin: Admin, session: Session, state: State) -> Response:
     user = await _load(session, user_id)
     if user.id == admin.user_id:
         raise Conflict("you cannot delete your own account")
     if user.is_admin and user.is_active and await users_db.count_active_admins(session) <= 1:
         raise Conflict("this is the last active admin; make another user admin first")
+    await key_changes.record_user(session, state, user.id)
     await users_db.delete(session, user)
     await session.commit()
+    state.changes.notify()
     return Response(status_code=204)

@@ -32,6 +32,11 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     # Bumped on every password change; tokens signed with an older value stop working.
     token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # Limits shared by all the user's API keys (None: unlimited), set by admins.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_period: Mapped[str] = mapped_column(String(8), nullable=False, default="month")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
@@ -63,6 +68,19 @@ class ApiKey(Base):
     quota_period: Mapped[str] = mapped_column(String(8), nullable=False, default="month")
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CredentialChange(Base):
+    """Append-only feed of credential changes that gateways follow to drop cached grants:
+    a key (``access_key``) or all of a user's keys (``user_id``). Written in the same
+    transaction as the change; rows older than an hour are pruned."""
+
+    __tablename__ = "credential_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    access_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
 
 
 class Worker(Base):

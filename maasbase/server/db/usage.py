@@ -76,3 +76,13 @@ async def tokens_used(session: AsyncSession, api_key_id: int, *, since: datetime
         ).where(UsageRecord.api_key_id == api_key_id, UsageRecord.time >= since)
     )
     return int(total or 0)
+
+
+async def user_tokens_used(session: AsyncSession, user_id: int, *, since: datetime) -> int:
+    """Prompt + completion tokens all of a user's keys used since ``since``."""
+    total = await session.scalar(
+        select(
+            func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)
+        ).where(UsageRecord.user_id == user_id, UsageRecord.time >= since)
+    )
+    return int(total or 0)

@@ -13,7 +13,8 @@ class ApiKeyCreate(Strict):
     name: str = Field(min_length=1, max_length=128)
     scope: Scope = Scope.ALL
     allowed_models: list[str] | None = Field(
-        default=None, description="Model names this key may use; absent means all models."
+        default=None,
+        description="Model names this key may use (at least one); absent means all models.",
     )
     expires_at: datetime | None = Field(
         default=None, description="ISO 8601 time with a time zone; absent means never."
@@ -29,6 +30,10 @@ class ApiKeyCreate(Strict):
         if value is None:
             return None
         cleaned = sorted({m.strip() for m in value if m.strip()})
+        if not cleaned:
+            raise ValueError(
+                "give at least one model name, or leave allowed_models out for every model"
+            )
         if len(cleaned) > 1000:
             raise ValueError("at most 1000 models per key")
         return cleaned

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +18,10 @@ class UserOut(BaseModel):
     full_name: str | None
     is_admin: bool
     is_active: bool
+    rpm_limit: int | None = Field(default=None, description="Requests per minute, all keys.")
+    tpm_limit: int | None = Field(default=None, description="Tokens per minute, all keys.")
+    token_quota: int | None = Field(default=None, description="Tokens per period, all keys.")
+    quota_period: str = "month"
     created_at: datetime
     updated_at: datetime
 
@@ -35,6 +40,14 @@ class UserUpdate(Strict):
     is_admin: bool | None = None
     is_active: bool | None = None
     password: str | None = Field(default=None, max_length=1024)
+    # Limits shared by all the user's API keys; null removes a limit.
+    rpm_limit: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tpm_limit: int | None = Field(default=None, ge=1, description="Tokens per minute.")
+    token_quota: int | None = Field(default=None, ge=1, description="Tokens per quota period.")
+    quota_period: Literal["day", "month"] | None = None
+
+
+LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "token_quota", "quota_period")
 
 
 class PasswordChange(Strict):

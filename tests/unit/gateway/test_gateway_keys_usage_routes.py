@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from maasbase.common.clock import FakeClock
-from maasbase.common.routing import KeyGrant, RoutingTable, Usage
+from maasbase.common.routing import UNKNOWN_KEY, KeyGrant, KeyRefused, RoutingTable, Usage
 from maasbase.gateway.auth import CachedKeyResolver, Caller
 from maasbase.gateway.errors import InvalidApiKey, ModelNotAllowed, ScopeNotAllowed
 from maasbase.gateway.fakes import (
@@ -26,8 +26,8 @@ async def test_grants_are_cached_for_their_ttl() -> None:
     clock = FakeClock()
     keys = FakeKeyResolver({"good": grant()})
     cache = CachedKeyResolver(keys, clock=clock, ttl=30, negative_ttl=5)
-    assert (await cache.resolve("good")) is not None
-    assert (await cache.resolve("bad")) is None
+    assert isinstance(await cache.resolve("good"), Caller)
+    assert await cache.resolve("bad") == KeyRefused(UNKNOWN_KEY)
     await cache.resolve("good")
     await cache.resolve("bad")
     assert keys.checks == 2
@@ -55,7 +55,7 @@ async def test_concurrent_first_uses_share_one_lookup() -> None:
     release.set()
     results = await asyncio.gather(*waiting)
     assert keys.checks == 1
-    assert all(r is not None and r.grant.api_key_id == 1 for r in results)
+    assert all(isinstance(r, Caller) and r.grant.api_key_id == 1 for r in results)
 
 
 async def test_known_grants_are_served_while_the_server_is_down() -> None:
@@ -65,15 +65,17 @@ async def test_known_grants_are_served_while_the_server_is_down() -> None:
     await cache.resolve("k")
     keys.failing = True
     clock.advance(5)
-    assert (await cache.resolve("k")) is not None
+    assert isinstance(await cache.resolve("k"), Caller)
     with pytest.raises(Exception, match="server is down"):
         await cache.resolve("never-seen")
 
 
 def test_caller_checks() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-    expired = Caller.from_grant(grant().model_copy(update={"expires_at": datetime(2025, 1, 1)}))
-    with pytest.raises(InvalidApiKey, match="expired"):
+    expired = Caller.from_grant(
+        grant().model_copy(update={"expires_at": datetime(2025, 1, 1, tzinfo=UTC)})
+    )
+    with pytest.raises(InvalidApiKey, match="expired at 2025-01-01T00:00:00"):
         expired.check_usable(now)
     with pytest.raises(ScopeNotAllowed, match="scope 'management'"):
         Caller.from_grant(grant(scope="management")).check_usable(now)
@@ -83,6 +85,10 @@ def test_caller_checks() -> None:
     with pytest.raises(ModelNotAllowed):
         limited.check_model("b")
     assert not limited.limited
+    nothing = Caller.from_grant(grant(allowed_models=[]))  # an empty list allows no model
+    with pytest.raises(ModelNotAllowed):
+        nothing.check_model("a")
+    assert not Caller.from_grant(grant(allowed_models=["  "])).may_use("  ")
 
 
 def usage(i: int) -> Usage:

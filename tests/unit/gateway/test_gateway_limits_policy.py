@@ -15,7 +15,9 @@ from maasbase.gateway.limits import (
     WINDOW,
     KeyUsage,
     MemoryLimitStore,
+    UserBucket,
     admit,
+    admit_both,
     consume,
     quota_period,
 )
@@ -127,3 +129,49 @@ def test_quota_used_before_a_restart_carries_over() -> None:
     assert not refused.allowed
     stale = KeyLimits(token_quota=1000, quota_used=990, quota_period_start=start - 86400 * 31)
     assert admit(KeyUsage(), stale, now).allowed  # last period's count does not carry
+
+
+def test_a_users_limits_are_shared_by_all_their_keys_and_say_so() -> None:
+    key_limits = KeyLimits(requests_per_minute=10)
+    user_limits = KeyLimits(requests_per_minute=3)
+    user = KeyUsage()
+    keys = [KeyUsage(), KeyUsage()]
+    results = [admit_both(keys[i % 2], key_limits, user, user_limits, float(i)).allowed
+               for i in range(5)]  # fmt: skip
+    assert results == [True, True, True, False, False]
+    refused = admit_both(keys[0], key_limits, user, user_limits, 5.0)
+    assert refused.level == "user"
+    shared = r"your user account \(3 requests per minute, shared by all your API keys\)"
+    with pytest.raises(RateLimited, match=shared):
+        refused.raise_if_refused(key_limits, user_limits)
+    # refused requests counted nowhere: the keys hold only what was admitted
+    assert len(keys[0].requests.entries) + len(keys[1].requests.entries) == 3
+
+
+def test_the_keys_own_limit_refuses_first_and_counts_nothing_for_the_user() -> None:
+    key_limits = KeyLimits(requests_per_minute=1)
+    user_limits = KeyLimits(requests_per_minute=5, token_quota=100, quota_period="day")
+    key, user = KeyUsage(), KeyUsage()
+    assert admit_both(key, key_limits, user, user_limits, 0.0).allowed
+    refused = admit_both(key, key_limits, user, user_limits, 1.0)
+    assert (refused.allowed, refused.level) == (False, "key")
+    with pytest.raises(RateLimited, match="this API key"):
+        refused.raise_if_refused(key_limits, user_limits)
+    assert len(user.requests.entries) == 1
+    consume(user, user_limits, 100, 2.0)
+    other_key = KeyUsage()
+    quota = admit_both(other_key, KeyLimits(), user, user_limits, 3.0)
+    assert (quota.allowed, quota.reason, quota.level) == (False, "quota", "user")
+    with pytest.raises(QuotaExceeded, match=r"your user account used its quota of 100 tokens"):
+        quota.raise_if_refused(KeyLimits(), user_limits)
+
+
+async def test_memory_store_keeps_user_buckets_apart_from_key_buckets() -> None:
+    store = MemoryLimitStore()
+    user = UserBucket(1, KeyLimits(requests_per_minute=2))
+    # key id 1 and user id 1 are different buckets
+    assert (await store.admit(1, KeyLimits(requests_per_minute=5), 0.0, user)).allowed
+    assert (await store.admit(2, KeyLimits(), 0.0, user)).allowed
+    third = await store.admit(1, KeyLimits(requests_per_minute=5), 0.0, user)
+    assert (third.allowed, third.level) == (False, "user")
+    assert (await store.admit(1, KeyLimits(requests_per_minute=5), 0.0)).allowed
