@@ -160,13 +160,17 @@ async def serve(settings: Settings, console: Console, *, deploy: list[str] | Non
     console.print("MaaS-Base stopped.")
 
 
+def gateway_path(path: str) -> bool:
+    """Whether ``combine`` sends a request for ``path`` to the gateway."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
 def combine(server_app: ASGIApp, gateway_app: ASGIApp) -> ASGIApp:
     """One port: ``/v1/*`` goes to the gateway, everything else (and the lifespan) to the
     control plane."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+        if scope["type"] == "http" and gateway_path(scope.get("path", "")):
             await gateway_app(scope, receive, send)
         else:
             await server_app(scope, receive, send)

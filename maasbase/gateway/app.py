@@ -46,6 +46,8 @@ logger = logging.getLogger("maasbase.gateway")
 
 Route = Callable[[Call], Awaitable[None]]
 
+MODEL_PREFIX = "/v1/models/"  # GET /v1/models/{model}
+
 
 class GatewayApp:
     def __init__(
@@ -97,6 +99,13 @@ class GatewayApp:
             "/readyz": self._readyz,
         }
         self._tasks: list[asyncio.Task[None]] = []
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """Every (method, path) this app answers; ``{model}`` stands for a model's name."""
+        answered = [("POST", path) for path in self._post]
+        answered += [("GET", path) for path in self._get]
+        answered.append(("GET", MODEL_PREFIX + "{model}"))
+        return answered
 
     # lifecycle
     async def start(self) -> None:
@@ -185,7 +194,7 @@ class GatewayApp:
             call.close()
 
     def _fallback(self, path: str, method: str) -> Route:
-        if method == "GET" and path.startswith("/v1/models/"):
+        if method == "GET" and path.startswith(MODEL_PREFIX):
             return self._model
         if path in self._post or path in self._get:
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
@@ -247,7 +256,7 @@ class GatewayApp:
 
     async def _model(self, call: Call) -> None:
         caller = await self.caller(call)
-        name = call.path.removeprefix("/v1/models/")
+        name = call.path.removeprefix(MODEL_PREFIX)
         model = self.holder.snapshot.models.get(name)
         if model is None or not caller.may_use(name):
             raise ModelNotFound(f"model '{name}' does not exist", details={"param": "model"})

@@ -1,7 +1,7 @@
 """Per-user limits and the credential-change feed followed by gateways.
 
 Revision ID: 0006_keys
-Revises: 0005
+Revises: 0006_creds
 Create Date: 2026-12-08
 """
 
