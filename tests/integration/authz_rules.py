@@ -151,7 +151,11 @@ def _login(context: Context) -> dict[str, Any]:
 
 
 def _new_key(context: Context) -> dict[str, Any]:
-    return {"name": f"made-{context.serial}"}
+    """A key narrow enough that every key allowed to create keys may create it (a key
+    never creates one wider than itself)."""
+    narrow = {"scope": "management", "allowed_models": ["other-model"], "rpm_limit": 1,
+              "tpm_limit": 1, "token_quota": 1}  # fmt: skip
+    return {"name": f"made-{context.serial}", **narrow}
 
 
 def _new_model(context: Context) -> dict[str, Any]:
