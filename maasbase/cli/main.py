@@ -272,6 +272,10 @@ def gateway(
     ] = None,
     workers: Annotated[int, typer.Option(help="Gateway processes on this port.")] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Usage not yet sent waits here [default: per-user data folder]."),
+    ] = None,
 ) -> None:
     """Run a standalone gateway (scale out: any number of them, behind a load balancer)."""
     from maasbase.gateway.compiled import is_compiled
@@ -280,7 +284,7 @@ def gateway(
     _setup_logging(log_level)
     build = "compiled" if is_compiled() else "interpreted"
     console.print(f"gateway on {host}:{port} following {server_url}; request path {build}")
-    _run(run_gateway(server_url, token, host, port, redis_url, workers))
+    _run(run_gateway(server_url, token, host, port, redis_url, workers, data_dir=data_dir))
 
 
 def _register_subcommands() -> None:

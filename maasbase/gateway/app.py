@@ -38,6 +38,7 @@ from maasbase.gateway.limits import LimitStore, MemoryLimitStore
 from maasbase.gateway.metering import UsageMeter, UsageSink
 from maasbase.gateway.proxy import Forwarder
 from maasbase.gateway.routing import RouteHolder, RoutingSource, follow_routes
+from maasbase.gateway.spool import UsageSpool
 from maasbase.gateway.upstream import PooledUpstreamClient, UpstreamClient
 
 logger = logging.getLogger("maasbase.gateway")
@@ -67,8 +68,14 @@ class GatewayApp:
         self.keys = CachedKeyResolver(
             keys, clock=clock, ttl=config.key_cache_ttl, negative_ttl=config.key_negative_ttl
         )
+        spool = None
+        if config.usage_spool is not None:
+            spool = UsageSpool(config.usage_spool, max_bytes=config.usage_spool_max_bytes)
         self.meter = UsageMeter(
-            usage, flush_interval=config.usage_flush_interval, batch_size=config.usage_batch_size
+            usage,
+            flush_interval=config.usage_flush_interval,
+            batch_size=config.usage_batch_size,
+            spool=spool,
         )
         self.limits: LimitStore = limits or MemoryLimitStore()
         self.upstream = upstream or _upstream_client(config)
@@ -98,6 +105,8 @@ class GatewayApp:
     async def start(self) -> None:
         if self._tasks:
             return
+        if self.meter.spool is not None:
+            await asyncio.to_thread(self.meter.spool.open)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(follow_routes(self.source, self.holder), name="gateway-routes"),
@@ -115,6 +124,12 @@ class GatewayApp:
                 await self.meter.flush()
         except TimeoutError:
             logger.warning("usage not sent at shutdown: %d records", self.meter.pending)
+        if self.meter.spool is not None:
+            self.meter.spool.close()
+            if self.meter.spool.pending:
+                logger.warning("usage not sent at shutdown: %d records kept in %s for the "
+                               "next start", self.meter.spool.pending,
+                               self.meter.spool.folder)  # fmt: skip
         await self.upstream.aclose()
         await self.limits.aclose()
 

@@ -2,12 +2,14 @@
 
 ``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
 run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
-key checks and usage batches, all with the gateway's token. SIGINT/SIGTERM stop it
-gracefully. With ``workers`` > 1 it starts that many
+key checks and usage batches, all with the gateway's token. Usage waits on disk
+(``<data dir>/gateway-usage``) until the server took it, so a restart loses none.
+SIGINT/SIGTERM stop it gracefully. With ``workers`` > 1 it starts that many
 gateway processes, each on its own ``SO_REUSEPORT`` socket on the same port (the
 kernel spreads connections across them), and stops them when it is cancelled.
 
-``python -m maasbase.gateway.standalone --server-url URL [--token T | $MAAS_GATEWAY_TOKEN]``
+``python -m maasbase.gateway.standalone --server-url URL [--token T | $MAAS_GATEWAY_TOKEN]
+[--data-dir DIR]``
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -22,10 +25,12 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from maasbase.common.config import default_data_dir
 from maasbase.common.errors import ConfigurationError
 from maasbase.gateway.app import create_gateway_app
 from maasbase.gateway.asgi import ASGIApp
@@ -40,6 +45,17 @@ from maasbase.gateway.server import GatewayServer
 logger = logging.getLogger("maasbase.gateway.standalone")
 
 TOKEN_ENV = "MAAS_GATEWAY_TOKEN"
+SPOOL_FOLDER = "gateway-usage"
+
+
+def with_spool(config: GatewayConfig | None, data_dir: Path | None) -> GatewayConfig:
+    """``config`` with its usage spool under ``data_dir`` (default: the per-user data
+    folder), unless it names one already."""
+    config = config or GatewayConfig()
+    if config.usage_spool is not None:
+        return config
+    folder = (data_dir or default_data_dir()).expanduser() / SPOOL_FOLDER
+    return dataclasses.replace(config, usage_spool=folder)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -176,13 +192,16 @@ async def run_gateway(
     workers: int = 1,
     *,
     config: GatewayConfig | None = None,
+    data_dir: Path | None = None,
 ) -> None:
-    """Serve the gateway on ``host:port`` in front of the server at ``server_url``."""
+    """Serve the gateway on ``host:port`` in front of the server at ``server_url``; usage
+    not yet sent waits under ``data_dir``."""
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     if workers == 1:
         sock = reuse_port_socket(host, port)
         try:
+            config = with_spool(config, data_dir)
             await serve(server_url, token, sock, redis_url=redis_url, config=config)
         finally:
             sock.close()
@@ -192,6 +211,8 @@ async def run_gateway(
             "--host", host, "--port", str(port)]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
     await _supervise(argv, {**os.environ, TOKEN_ENV: token}, workers)
 
 
@@ -203,12 +224,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--redis-url")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--data-dir", type=Path, help="usage not yet sent waits here [per-user data folder]"
+    )
     args = parser.parse_args(argv)
     if not args.token:
         parser.error(f"--token or ${TOKEN_ENV} is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     coroutine = run_gateway(
-        args.server_url, args.token, args.host, args.port, args.redis_url, args.workers
+        args.server_url,
+        args.token,
+        args.host,
+        args.port,
+        args.redis_url,
+        args.workers,
+        data_dir=args.data_dir,
     )
     try:
         import uvloop
