@@ -121,7 +121,7 @@ class GatewayApp:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with asyncio.timeout(5):
-                await self.meter.flush()
+                await self.meter.close()
         except TimeoutError:
             logger.warning("usage not sent at shutdown: %d records", self.meter.pending)
         if self.meter.spool is not None:

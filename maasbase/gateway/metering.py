@@ -58,6 +58,7 @@ class UsageMeter:
         self.max_buffer = max_buffer
         self._sleep = sleep
         self.spool = spool
+        self._flushing: asyncio.Future[bool] | None = None
         self._buffer: deque[Usage] = deque()
         self.dropped = 0
         self.sent = 0
@@ -154,11 +155,21 @@ class UsageMeter:
             self.dropped += 1
 
     async def run(self) -> None:
-        """Flush every ``flush_interval`` until cancelled; back off while the sink fails."""
+        """Flush every ``flush_interval`` until cancelled; back off while the sink fails.
+        Cancelled during a flush, that flush goes on (a batch the server stored but had
+        not answered yet would otherwise be kept, and sent twice): ``close`` awaits it."""
         failures = 0
         while True:
             await self._sleep(self.flush_interval * min(2**failures, 30))
-            failures = 0 if await self.flush() else failures + 1
+            self._flushing = flushing = asyncio.ensure_future(self.flush())
+            failures = 0 if await asyncio.shield(flushing) else failures + 1
+
+    async def close(self) -> bool:
+        """At shutdown, once ``run`` is cancelled: finish its flush, then send the rest."""
+        flushing = self._flushing
+        if flushing is not None and not flushing.done():
+            await asyncio.gather(flushing, return_exceptions=True)
+        return await self.flush()
 
 
 class HttpUsageSink:

@@ -33,7 +33,7 @@ async def key_owners(session: AsyncSession, api_key_ids: Iterable[int]) -> dict[
     if not ids:
         return {}
     rows = await session.execute(select(ApiKey.id, ApiKey.user_id).where(ApiKey.id.in_(ids)))
-    return {key_id: user_id for key_id, user_id in rows.tuples()}
+    return {key_id: user_id for key_id, user_id in rows}
 
 
 async def insert_records(
