@@ -228,6 +228,8 @@ class Usage:
 
 
 def _count(value: int) -> int:
+    if not isinstance(value, int):  # an upstream's JSON may hold anything
+        return 0
     return value if 0 <= value <= MAX_TOKENS else (0 if value < 0 else MAX_TOKENS)
 
 

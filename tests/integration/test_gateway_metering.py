@@ -5,7 +5,7 @@ stub upstream, restarted on the same database."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +15,10 @@ import pytest
 
 from maasbase.common.clock import FakeClock
 from maasbase.common.config import Settings
-from maasbase.common.routing import MAX_TOKENS, UNKNOWN_MODEL
+from maasbase.common.routing import MAX_TOKENS, UNKNOWN_MODEL, UsageRecord
 from maasbase.gateway.app import GatewayApp, create_gateway_app
 from maasbase.gateway.testing import StubUpstream, serving
+from maasbase.server import usage_ingest
 from maasbase.server.app import create_app
 from maasbase.server.gateway_link import LocalKeys, LocalRoutes, LocalUsage
 from maasbase.server.runtime import Opened, close_server, open_server
@@ -95,6 +96,44 @@ async def test_a_batch_with_bad_records_stores_the_good_ones(
     async with harness.client(token) as gateway:
         answer = await gateway.post("/api/v1/gateway/usage", json={"records": [record()]})
     assert answer.json() == {"stored": 1, "rejected": []}
+
+
+async def test_rows_the_database_refuses_do_not_fail_the_others(
+    harness: Harness, admin: httpx.AsyncClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a record pass the checks and still be refused by the database, the other
+    records are stored one by one."""
+    key = await create_key(admin, "app")
+    now = datetime.fromtimestamp(harness.clock.now(), UTC)
+    rows = [
+        {
+            "time": now,
+            "api_key_id": key["id"],
+            "user_id": key["user_id"],
+            "model": model,
+            "endpoint": "chat.completions",
+            "status": 200,
+            "prompt_tokens": 1,
+        }
+        for model in ("a", "b" * 300, "c")
+    ]
+
+    def unchecked(raw: Sequence[Any]) -> tuple[list[tuple[int, UsageRecord]], list[Any]]:
+        return [(i, UsageRecord.model_construct(**item)) for i, item in enumerate(raw)], []
+
+    monkeypatch.setattr(usage_ingest, "parse", unchecked)
+    async with harness.opened.state.sessions() as session:
+        answer = await usage_ingest.store(session, rows, now=now)
+    print(answer)
+    if db_url.startswith("sqlite"):  # SQLite stores text of any length
+        assert answer.stored == 3
+    else:
+        assert answer.stored == 2
+        [rejected] = answer.rejected
+        assert rejected.index == 1
+        assert rejected.reason.startswith("the database refused it")
+    by_model = (await admin.get("/api/v1/usage", params={"group_by": "model"})).json()["items"]
+    assert {"a", "c"} <= {row["model"] for row in by_model}
 
 
 class WildCounts(StubUpstream):
