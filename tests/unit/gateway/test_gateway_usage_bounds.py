@@ -3,6 +3,7 @@ and the durable spool of standalone gateways (real files in a temporary folder).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,31 @@ async def test_an_unreadable_spool_file_is_dropped(tmp_path: Path) -> None:
     assert [r.time.timestamp() for r in sink.records] == [1_700_000_001.0]
     assert spooled_files(tmp_path) == []
     spool.close()
+
+
+async def test_a_flush_cut_by_shutdown_finishes_and_sends_nothing_twice() -> None:
+    release = asyncio.Event()
+
+    class SlowSink(MemoryUsageSink):
+        async def send(self, usages: list[Usage]) -> None:
+            await super().send(usages)
+            await release.wait()  # the server stored the batch; its answer is slow
+
+    sink = SlowSink()
+    sending = asyncio.Event()
+
+    async def sleep(_: float) -> None:
+        await asyncio.sleep(0)
+        sending.set()
+
+    meter = UsageMeter(sink, sleep=sleep)
+    meter.record(usage(0))
+    task = asyncio.ensure_future(meter.run())
+    await sending.wait()
+    await asyncio.sleep(0)
+    task.cancel()  # the gateway stops while the batch is on its way
+    await asyncio.gather(task, return_exceptions=True)
+    meter.record(usage(1))
+    release.set()
+    assert await meter.close()
+    assert [r.time.timestamp() for r in sink.records] == [1_700_000_000.0, 1_700_000_001.0]
