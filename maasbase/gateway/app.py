@@ -105,8 +105,18 @@ class GatewayApp:
     async def start(self) -> None:
         if self._tasks:
             return
-        if self.meter.spool is not None:
-            await asyncio.to_thread(self.meter.spool.open)
+        spool = self.meter.spool
+        if spool is not None:
+            failure: OSError | None = None
+            try:
+                await asyncio.to_thread(spool.open)
+            except OSError as exc:
+                failure = exc
+            if failure is not None:  # serving comes first; the log says what is at risk
+                logger.error("cannot use the usage spool in %s (%s); usage is kept in memory "
+                             "only and is lost if the gateway stops while the control plane "
+                             "is unreachable", spool.folder, failure)  # fmt: skip
+                self.meter.spool = None
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(follow_routes(self.source, self.holder), name="gateway-routes"),

@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from maasbase.common.errors import Unavailable
 from maasbase.common.routing import MAX_TOKENS, MODEL_CHARS, Usage, UsageRecord
-from maasbase.gateway.fakes import MemoryUsageSink
+from maasbase.gateway.app import create_gateway_app
+from maasbase.gateway.config import GatewayConfig
+from maasbase.gateway.fakes import FakeKeyResolver, FakeRoutingSource, MemoryUsageSink
 from maasbase.gateway.metering import HttpUsageSink, UsageMeter
 from maasbase.gateway.spool import UsageSpool
 
@@ -228,3 +230,23 @@ async def test_a_flush_cut_by_shutdown_finishes_and_sends_nothing_twice() -> Non
     release.set()
     assert await meter.close()
     assert [r.time.timestamp() for r in sink.records] == [1_700_000_000.0, 1_700_000_001.0]
+
+
+async def test_a_gateway_whose_spool_cannot_be_written_still_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    sink = MemoryUsageSink()
+    config = GatewayConfig(usage_spool=tmp_path / "a-file" / "spool")
+    app = create_gateway_app(
+        routes=FakeRoutingSource(), keys=FakeKeyResolver(), usage=sink, config=config
+    )
+    with caplog.at_level(logging.ERROR, "maasbase.gateway"):
+        await app.start()
+    try:
+        assert app.meter.spool is None
+        assert "usage is kept in memory only" in caplog.text
+        app.meter.record(usage())
+    finally:
+        await app.aclose()
+    assert len(sink.records) == 1
