@@ -79,7 +79,7 @@ class UsageMeter:
     async def flush(self) -> bool:
         """Send everything buffered (and spooled); False when the sink failed (records
         are kept)."""
-        if self.spool is not None:
+        if self.spool is not None and self.spool.opened:
             await self._spill(self.spool)
             if not await self._send_spooled(self.spool):
                 return False

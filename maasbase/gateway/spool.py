@@ -75,6 +75,10 @@ class UsageSpool:
         self._lock_file: IO[bytes] | None = None
 
     # lifecycle
+    @property
+    def opened(self) -> bool:
+        return self._slot is not None
+
     def open(self) -> None:
         """Take a free slot, adopt the files of slots no process holds, list the batches."""
         if self._slot is not None:
