@@ -274,7 +274,7 @@ def gateway(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Usage not yet sent waits here [default: per-user data folder]."),
+        typer.Option(help="Usage not yet sent waits here (default: the per-user data folder)."),
     ] = None,
 ) -> None:
     """Run a standalone gateway (scale out: any number of them, behind a load balancer)."""
