@@ -287,7 +287,10 @@ def gateway(
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Keeps the gateway's credential (0600) so restarts re-attach."),
+        typer.Option(
+            help="Keeps the gateway's credential (0600), so restarts re-attach, and usage "
+            "not yet sent (default for usage: the per-user data folder)."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 
 class RouteKind(StrEnum):
@@ -135,25 +135,76 @@ class CredentialChanges(BaseModel):
     )
 
 
-class UsageRecord(BaseModel):
-    """One proxied request, as metered by a gateway."""
+# Bounds of a usage record, those of the ``usage_records`` columns: counts are 32-bit
+# integers (a row's prompt + completion tokens must fit one too), strings are limited.
+MAX_TOKENS = 1_000_000_000
+MAX_MILLISECONDS = 1e10  # about 115 days; MySQL keeps these in single-precision floats
+MODEL_CHARS = 128
+ENDPOINT_CHARS = 64
+UPSTREAM_CHARS = 128
+MAX_ID = 2**31 - 1
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+# Recorded instead of a model name the gateway does not serve (a 404): the name a client
+# sent is never stored, so neither its length nor its content reaches the database.
+UNKNOWN_MODEL = "(unknown)"
 
-    time: datetime
-    api_key_id: int | None
-    user_id: int | None
-    model: str
-    endpoint: str = Field(description="e.g. chat.completions, embeddings")
-    upstream_id: str | None = None
-    status: int
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: float = 0.0
-    ttft_ms: float | None = None
+
+def _storable(value: str) -> str:
+    """Text every database takes: valid UTF-8, no NUL (PostgreSQL refuses it)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+class UsageRecord(BaseModel):
+    """One proxied request, as metered by a gateway. Every field is bounded to what the
+    server stores: a record outside them is rejected on its own, never with its batch."""
+
+    time: AwareDatetime
+    api_key_id: int | None = Field(ge=1, le=MAX_ID)
+    user_id: int | None = Field(ge=1, le=MAX_ID)
+    model: str = Field(max_length=MODEL_CHARS)
+    endpoint: str = Field(max_length=ENDPOINT_CHARS, description="e.g. chat.completions")
+    upstream_id: str | None = Field(default=None, max_length=UPSTREAM_CHARS)
+    status: int = Field(ge=100, le=599)
+    prompt_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    completion_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    latency_ms: float = Field(default=0.0, ge=0, le=MAX_MILLISECONDS, allow_inf_nan=False)
+    ttft_ms: float | None = Field(default=None, ge=0, le=MAX_MILLISECONDS, allow_inf_nan=False)
     stream: bool = False
+
+    @field_validator("time")
+    @classmethod
+    def _recent(cls, value: datetime) -> datetime:
+        if value < EARLIEST:
+            raise ValueError(f"must be after {EARLIEST.date()}")
+        return value
+
+    @field_validator("model", "endpoint", "upstream_id")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else _storable(value)
 
 
 class UsageBatch(BaseModel):
     records: list[UsageRecord]
+
+
+class RejectedUsage(BaseModel):
+    index: int = Field(description="Position of the record in the batch.")
+    reason: str
+
+
+class UsageIngest(BaseModel):
+    """Server → gateway: the answer to a usage batch. Rejected records are not stored and
+    must not be sent again (they would be rejected again); the others are stored."""
+
+    stored: int
+    rejected: list[RejectedUsage] = Field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -190,5 +241,35 @@ class Usage:
             "stream": self.stream,
         }
 
+    def fit(self) -> None:
+        """Bring every field within the bounds of ``UsageRecord``: token counts come from
+        upstreams, which may send anything; a status the gateway could not tell (a
+        cancelled request) is a 500."""
+        self.prompt_tokens = _count(self.prompt_tokens)
+        self.completion_tokens = _count(self.completion_tokens)
+        if not 100 <= self.status <= 599:
+            self.status = 500
+        if len(self.model) > MODEL_CHARS:
+            self.model = self.model[:MODEL_CHARS]
+        if len(self.endpoint) > ENDPOINT_CHARS:
+            self.endpoint = self.endpoint[:ENDPOINT_CHARS]
+        if self.upstream_id is not None and len(self.upstream_id) > UPSTREAM_CHARS:
+            self.upstream_id = self.upstream_id[:UPSTREAM_CHARS]
+        self.latency_ms = _milliseconds(self.latency_ms) or 0.0
+        if self.ttft_ms is not None:
+            self.ttft_ms = _milliseconds(self.ttft_ms)
+
     def to_record(self) -> UsageRecord:
         return UsageRecord.model_validate(self.row())
+
+
+def _count(value: int) -> int:
+    if not isinstance(value, int):  # an upstream's JSON may hold anything
+        return 0
+    return value if 0 <= value <= MAX_TOKENS else (0 if value < 0 else MAX_TOKENS)
+
+
+def _milliseconds(value: float) -> float | None:
+    if 0.0 <= value <= MAX_MILLISECONDS:
+        return value
+    return None if value != value or value < 0 else MAX_MILLISECONDS  # NaN or negative

@@ -40,6 +40,7 @@ from maasbase.gateway.limits import LimitStore, MemoryLimitStore
 from maasbase.gateway.metering import UsageMeter, UsageSink
 from maasbase.gateway.proxy import Forwarder
 from maasbase.gateway.routing import RouteHolder, RoutingSource, follow_routes
+from maasbase.gateway.spool import UsageSpool
 from maasbase.gateway.upstream import PooledUpstreamClient, UpstreamClient
 
 logger = logging.getLogger("maasbase.gateway")
@@ -73,8 +74,14 @@ class GatewayApp:
             keys, clock=clock, ttl=config.key_cache_ttl, negative_ttl=config.key_negative_ttl
         )
         self.key_changes = key_changes
+        spool = None
+        if config.usage_spool is not None:
+            spool = UsageSpool(config.usage_spool, max_bytes=config.usage_spool_max_bytes)
         self.meter = UsageMeter(
-            usage, flush_interval=config.usage_flush_interval, batch_size=config.usage_batch_size
+            usage,
+            flush_interval=config.usage_flush_interval,
+            batch_size=config.usage_batch_size,
+            spool=spool,
         )
         self.limits: LimitStore = limits or MemoryLimitStore()
         self.upstream = upstream or _upstream_client(config)
@@ -111,6 +118,18 @@ class GatewayApp:
     async def start(self) -> None:
         if self._tasks:
             return
+        spool = self.meter.spool
+        if spool is not None:
+            failure: OSError | None = None
+            try:
+                await asyncio.to_thread(spool.open)
+            except OSError as exc:
+                failure = exc
+            if failure is not None:  # serving comes first; the log says what is at risk
+                logger.error("cannot use the usage spool in %s (%s); usage is kept in memory "
+                             "only and is lost if the gateway stops while the control plane "
+                             "is unreachable", spool.folder, failure)  # fmt: skip
+                self.meter.spool = None
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(follow_routes(self.source, self.holder), name="gateway-routes"),
@@ -131,9 +150,15 @@ class GatewayApp:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with asyncio.timeout(5):
-                await self.meter.flush()
+                await self.meter.close()
         except TimeoutError:
             logger.warning("usage not sent at shutdown: %d records", self.meter.pending)
+        if self.meter.spool is not None:
+            self.meter.spool.close()
+            if self.meter.spool.pending:
+                logger.warning("usage not sent at shutdown: %d records kept in %s for the "
+                               "next start", self.meter.spool.pending,
+                               self.meter.spool.folder)  # fmt: skip
         await self.upstream.aclose()
         await self.limits.aclose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from maasbase.gateway.balancer import Cooldown, Policy
 
@@ -27,6 +28,10 @@ class GatewayConfig:
     key_negative_ttl: float = 5.0
     usage_flush_interval: float = 1.0
     usage_batch_size: int = 500
+    # Usage batches wait here, on disk, until the server took them (standalone gateways:
+    # ``<data dir>/gateway-usage``); None keeps them in memory only.
+    usage_spool: Path | None = None
+    usage_spool_max_bytes: int = 256 * 1024 * 1024
     # Until the first routing table arrives, requests wait this long before a 503.
     routes_wait: float = 5.0
     # "pooled" (httptools, the fast one) or "aiohttp".

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from maasbase.common.errors import InvalidRequest, MaasError
-from maasbase.common.routing import Upstream, Usage
+from maasbase.common.routing import UNKNOWN_MODEL, Upstream, Usage
 from maasbase.gateway import anthropic
 from maasbase.gateway.auth import Caller
 from maasbase.gateway.call import Call, Style
@@ -142,8 +142,12 @@ class Handlers:
         self, call: Call, caller: Caller, model: str, endpoint: str, exc: MaasError
     ) -> None:
         """Meter a request the gateway answered itself (bad body, model not allowed or
-        unknown, limits, no instance) against the key that sent it."""
+        unknown, limits, no instance) against the key that sent it. A model the gateway
+        does not serve is recorded as ``UNKNOWN_MODEL``: what the client sent is kept
+        neither in memory nor in the database."""
         grant = caller.grant
+        if model not in self.app.holder.snapshot.models:
+            model = UNKNOWN_MODEL
         usage = Usage(self.app.clock.now(), grant.api_key_id, grant.user_id, model, endpoint,
                       None, exc.status_code, latency_ms=call.elapsed_ms)  # fmt: skip
         self.app.meter.record(usage)

@@ -3,11 +3,12 @@
 ``run_gateway`` serves the gateway app with its own HTTP server (``server.GatewayServer``;
 run it on uvloop, as ``main`` does) and talks to the server over HTTP: routing watch,
 key checks, credential-change watch and usage batches, all with the gateway's own
-credential (``identity``: the registration token is exchanged for one at start).
-SIGINT/SIGTERM stop it gracefully. With ``workers`` > 1 it registers once, then starts
-that many gateway processes with the credential, each on its own ``SO_REUSEPORT`` socket
-on the same port (the kernel spreads connections across them), and stops them when it is
-cancelled.
+credential (``identity``: the registration token is exchanged for one at start). Usage
+waits on disk (``<data dir>/gateway-usage``) until the server took it, so a restart loses
+none. SIGINT/SIGTERM stop it gracefully. With ``workers`` > 1 it registers once, then
+starts that many gateway processes with the credential, each on its own ``SO_REUSEPORT``
+socket on the same port (the kernel spreads connections across them), and stops them when
+it is cancelled.
 
 ``python -m maasbase.gateway.standalone --server-url URL [--token T | $MAAS_GATEWAY_TOKEN]
 [--name NAME] [--data-dir DIR]``
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -30,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from maasbase.common.config import default_data_dir
 from maasbase.common.errors import ConfigurationError
 from maasbase.gateway.app import create_gateway_app
 from maasbase.gateway.asgi import ASGIApp
@@ -46,6 +49,17 @@ from maasbase.gateway.server import GatewayServer
 logger = logging.getLogger("maasbase.gateway.standalone")
 
 TOKEN_ENV = "MAAS_GATEWAY_TOKEN"
+SPOOL_FOLDER = "gateway-usage"
+
+
+def with_spool(config: GatewayConfig | None, data_dir: Path | None) -> GatewayConfig:
+    """``config`` with its usage spool under ``data_dir`` (default: the per-user data
+    folder), unless it names one already."""
+    config = config or GatewayConfig()
+    if config.usage_spool is not None:
+        return config
+    folder = (data_dir or default_data_dir()).expanduser() / SPOOL_FOLDER
+    return dataclasses.replace(config, usage_spool=folder)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -203,12 +217,14 @@ async def run_gateway(
     data_dir: Path | None = None,
 ) -> None:
     """Serve the gateway on ``host:port`` in front of the server at ``server_url``;
-    ``token`` is the registration token or a gateway credential (``mbg_...``)."""
+    ``token`` is the registration token or a gateway credential (``mbg_...``); the
+    credential and usage not yet sent are kept under ``data_dir``."""
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     if workers == 1:
         sock = reuse_port_socket(host, port)
         try:
+            config = with_spool(config, data_dir)
             await serve(
                 server_url, token, sock, redis_url=redis_url, config=config, name=name,
                 data_dir=data_dir,
@@ -222,6 +238,8 @@ async def run_gateway(
             "--host", host, "--port", str(port)]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
     await _supervise(argv, {**os.environ, TOKEN_ENV: credential}, workers)
 
 
@@ -234,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--name", help="gateway name [default: host name]")
-    parser.add_argument("--data-dir", type=Path, help="keeps the gateway's credential")
+    parser.add_argument(
+        "--data-dir", type=Path,
+        help="keeps the gateway's credential and usage not yet sent [usage: per-user data folder]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.token:
         parser.error(f"--token or ${TOKEN_ENV} is required")

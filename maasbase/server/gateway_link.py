@@ -5,6 +5,7 @@ straight to the database instead of over HTTP."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from maasbase.common.errors import Unauthenticated
 from maasbase.common.routing import (
@@ -14,9 +15,8 @@ from maasbase.common.routing import (
     RoutingTable,
     Usage,
 )
-from maasbase.server import key_changes, routing_table
+from maasbase.server import key_changes, routing_table, usage_ingest
 from maasbase.server.api.gateway_sync import grant_for_key
-from maasbase.server.db import usage as usage_db
 from maasbase.server.state import ServerState
 
 logger = logging.getLogger(__name__)
@@ -53,10 +53,20 @@ class LocalKeyChanges:
 
 
 class LocalUsage:
+    """Usage straight into the database, checked record by record as the HTTP route does:
+    a record the server refuses is logged and dropped, never retried; a database that is
+    down keeps the batch in the gateway's buffer for the next round."""
+
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
     async def send(self, usages: list[Usage]) -> None:
+        now = datetime.fromtimestamp(self.state.clock.now(), UTC)
         async with self.state.sessions() as session:
-            await usage_db.insert_rows(session, [usage.row() for usage in usages])
-            await session.commit()
+            answer = await usage_ingest.store(session, [usage.row() for usage in usages], now=now)
+        for item in answer.rejected[:5]:
+            usage = usages[item.index]
+            logger.error("usage record dropped (key %s, model %r): %s",
+                         usage.api_key_id, usage.model, item.reason)  # fmt: skip
+        if len(answer.rejected) > 5:
+            logger.error("%d more usage records dropped", len(answer.rejected) - 5)

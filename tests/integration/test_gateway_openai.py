@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from maasbase.common.routing import UsageRecord
+from maasbase.common.routing import UNKNOWN_MODEL, UsageRecord
 from maasbase.gateway.app import GatewayApp, create_gateway_app
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.fakes import (
@@ -196,12 +196,13 @@ async def test_errors_have_the_openai_shape(gateway: Gateway, client: openai.Asy
     idle = await fails(client, "idle")
     assert (idle.status_code, idle.code) == (503, "model_unavailable")
     assert "no running instance" in idle.message
-    # Refused requests of keys valid for inference are metered too; a bad key, or one
-    # without the inference scope, has no one to bill.
+    # Refused requests of keys valid for inference are metered too (a model the gateway
+    # does not serve under a placeholder, not the name sent); a bad key, or one without
+    # the inference scope, has no one to bill.
     records = await gateway.records(3)
     assert sorted((r.api_key_id, r.model, r.status) for r in records) == [
+        (1, UNKNOWN_MODEL, 404),
         (1, "idle", 503),
-        (1, "no-such-model", 404),
         (2, "m", 403),
     ]
 

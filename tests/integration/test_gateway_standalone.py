@@ -54,6 +54,7 @@ class FakeControlPlane:
         self.table = table
         self.keys = keys
         self.batches: list[UsageBatch] = []
+        self.usage_down = False  # answer usage batches with 503
         self.route_polls = 0
         self.registrations: list[tuple[str, str]] = []  # (bearer, name)
         self._changed = asyncio.Event()
@@ -99,6 +100,8 @@ class FakeControlPlane:
 
     async def _usage(self, request: web.Request) -> web.Response:
         self._authorized(request)
+        if self.usage_down:
+            return web.Response(status=503)
         self.batches.append(UsageBatch.model_validate_json(await request.read()))
         return web.Response(status=204)
 
@@ -205,10 +208,12 @@ def tail(log: Path) -> str:
 async def gateway_process(
     server_url: str, port: int, log: Path, *extra: str, token: str = TOKEN
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A standalone gateway process; stopped with SIGTERM while this loop keeps serving
-    the fake control plane (which receives the gateway's last usage batch)."""
+    """A standalone gateway process (its data folder beside ``log``); stopped with
+    SIGTERM while this loop keeps serving the fake control plane (which receives the
+    gateway's last usage batch)."""
     command = ["-m", "maasbase.gateway.standalone", "--server-url", server_url,
-               "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
+               "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(log.parent),
+               *extra]  # fmt: skip
     with log.open("wb") as handle:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -314,6 +319,32 @@ async def test_a_refused_stored_credential_falls_back_to_the_token(
             await identity.obtain_credential(client, "wrong", name="edge-2", data_dir=None)
     finally:
         await client.aclose()
+
+
+async def test_usage_the_server_did_not_take_survives_a_restart(
+    control: FakeControlPlane, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    control.usage_down = True
+    async with gateway_process(control.url, port, tmp_path / "first.log") as proc:
+        await wait_ready(url, proc, tmp_path / "first.log")
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk", max_retries=0) as sdk:
+            for _ in range(3):
+                await sdk.chat.completions.create(model="m", messages=CHAT)  # type: ignore[arg-type]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert control.records == []
+    spooled = list((tmp_path / "gateway-usage").glob("*/*.json"))
+    print("spooled after the stop:", [path.name for path in spooled])
+    assert spooled
+
+    control.usage_down = False  # the server is back; so is the gateway
+    async with gateway_process(control.url, port, tmp_path / "second.log") as proc:
+        await wait_ready(url, proc, tmp_path / "second.log")
+        await eventually_true(lambda: len(control.records) == 3, within=10)
+    assert {r.api_key_id for r in control.records} == {7}
+    assert list((tmp_path / "gateway-usage").glob("*/*.json")) == []
 
 
 @pytest.fixture

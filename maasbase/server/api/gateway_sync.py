@@ -5,8 +5,10 @@ Authenticated with the cluster token."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.routing import (
@@ -15,10 +17,10 @@ from maasbase.common.routing import (
     KeyGrant,
     KeyLimits,
     RoutingTable,
-    UsageBatch,
+    UsageIngest,
     quota_period,
 )
-from maasbase.server import authn, key_changes, routing_table
+from maasbase.server import authn, key_changes, routing_table, usage_ingest
 from maasbase.server.api.deps import GatewayCaller, Session, State
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db import usage as usage_db
@@ -109,8 +111,17 @@ async def watch_key_changes(
     return await key_changes.watch(state, after, wait)
 
 
-@router.post("/usage", status_code=202)
-async def ingest_usage(body: UsageBatch, _gateway: GatewayCaller, session: Session) -> Response:
-    await usage_db.insert_batch(session, body.records)
-    await session.commit()
-    return Response(status_code=202)
+class RawUsageBatch(BaseModel):
+    """A usage batch as sent: its records are checked one by one (``usage_ingest``)."""
+
+    records: list[Any] = Field(max_length=usage_ingest.MAX_BATCH)
+
+
+@router.post("/usage", status_code=202, response_model=UsageIngest)
+async def ingest_usage(
+    body: RawUsageBatch, _gateway: GatewayCaller, state: State, session: Session
+) -> UsageIngest:
+    """Store a batch of usage records: the valid ones are stored, each other one is
+    listed with the reason it was rejected (the gateway drops those)."""
+    now = datetime.fromtimestamp(state.clock.now(), UTC)
+    return await usage_ingest.store(session, body.records, now=now, gateway_id=_gateway.gateway_id)

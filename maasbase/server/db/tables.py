@@ -235,3 +235,5 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     stream: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The gateway that sent the record (None: the control plane's own, or not known).
+    gateway_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

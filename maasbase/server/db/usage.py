@@ -1,7 +1,8 @@
-"""Usage records: batched inserts from gateways, aggregates for the usage API."""
+"""Usage records: inserts of checked records from gateways, aggregates for the usage API."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ from sqlalchemy import ColumnElement, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.routing import UsageRecord as UsageIn
-from maasbase.server.db.tables import UsageRecord
+from maasbase.server.db.tables import ApiKey, UsageRecord
 
 
 def _group_column(name: str) -> ColumnElement[Any]:
@@ -26,14 +27,23 @@ def _group_column(name: str) -> ColumnElement[Any]:
 GROUPS = ("day", "model", "user", "key")
 
 
-async def insert_batch(session: AsyncSession, records: list[UsageIn]) -> int:
-    return await insert_rows(session, [r.model_dump() for r in records])
+async def key_owners(session: AsyncSession, api_key_ids: Iterable[int]) -> dict[int, int]:
+    """The owner (user id) of each of these API keys that exists, revoked or not."""
+    ids = sorted(set(api_key_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(select(ApiKey.id, ApiKey.user_id).where(ApiKey.id.in_(ids)))
+    return {key_id: user_id for key_id, user_id in rows}
 
 
-async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
-    """Rows with the fields of ``UsageRecord``, already checked by their producer."""
-    if not rows:
+async def insert_records(
+    session: AsyncSession, records: Sequence[UsageIn], *, gateway_id: int | None = None
+) -> int:
+    """Store records already checked (``server.usage_ingest``), tagged with the gateway
+    that sent them (None: the control plane's own gateway, or not known)."""
+    if not records:
         return 0
+    rows = [record.model_dump() | {"gateway_id": gateway_id} for record in records]
     await session.execute(insert(UsageRecord), rows)
     return len(rows)
 
