@@ -1,5 +1,5 @@
-"""First-start work: signing secret, admin user, worker registration token, the key
-that encrypts provider API keys.
+"""First-start work: the secret key (it encrypts stored secrets and the session-signing
+secret is derived from it), admin user, worker registration token.
 
 All of it is idempotent: running it on every start changes nothing once done.
 """
@@ -20,7 +20,7 @@ from maasbase.common.errors import SecretKeyMismatch
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
-from maasbase.server.security import passwords, secret_box
+from maasbase.server.security import derived_keys, passwords, secret_box
 from maasbase.server.security.secret_box import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -49,12 +49,14 @@ def write_secret_file(path: Path, content: str) -> None:
     os.chmod(path, 0o600)
 
 
-async def ensure_jwt_secret(session: AsyncSession) -> str:
-    secret = await system_settings.get(session, system_settings.JWT_SECRET)
-    if secret is None:
-        secret = secrets.token_urlsafe(48)
-        await system_settings.put(session, system_settings.JWT_SECRET, secret)
-    return secret
+async def drop_stored_jwt_secret(session: AsyncSession) -> None:
+    """Older versions kept the session-signing secret in the database, where a dump could
+    forge sessions; it is now derived from the secret key, so the row goes."""
+    if await system_settings.delete(session, system_settings.JWT_SECRET):
+        logger.info(
+            "removed the stored session-signing secret: it is derived from the secret key "
+            "now; sessions signed before this start have ended (log in again)"
+        )
 
 
 async def ensure_admin(session: AsyncSession, settings: Settings) -> tuple[bool, Path | None]:
@@ -148,7 +150,8 @@ async def encrypt_provider_keys(session: AsyncSession, box: SecretBox) -> int:
 
 async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
     box = load_secret_box(settings)
-    jwt_secret = await ensure_jwt_secret(session)
+    jwt_secret = derived_keys.derive(box, derived_keys.SESSION_SIGNING)
+    await drop_stored_jwt_secret(session)
     created, password_file = await ensure_admin(session, settings)
     token_file = await ensure_registration_token(session, settings)
     await encrypt_provider_keys(session, box)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.integration.conftest import ADMIN_PASSWORD, Harness
 
@@ -112,3 +113,42 @@ async def test_malformed_authorization_header(harness: Harness) -> None:
             "/api/v1/users/me", headers={"Authorization": "Bearer mb_0123456789abcdef_nope"}
         )
         assert response.status_code == 401
+
+
+async def test_logout_ends_the_bearer_token_on_the_server(harness: Harness) -> None:
+    token = await harness.login("admin", ADMIN_PASSWORD)
+    other = await harness.login("admin", ADMIN_PASSWORD)
+    async with harness.client(token) as client:
+        assert (await client.get("/api/v1/users/me")).status_code == 200
+        response = await client.post("/api/v1/auth/logout")
+        assert response.status_code == 204
+        # A copy of the token kept elsewhere is worth nothing now.
+        response = await client.get("/api/v1/users/me")
+        assert response.status_code == 401
+        assert response.json()["error"]["message"].startswith("session ended (logged out)")
+        # Logging out again with the ended token changes nothing.
+        assert (await client.post("/api/v1/auth/logout")).status_code == 204
+    async with harness.client(other) as client:  # another session of the same user lives on
+        assert (await client.get("/api/v1/users/me")).status_code == 200
+
+
+async def test_logout_ends_the_session_cookie_on_the_server(harness: Harness) -> None:
+    async with harness.client() as client:
+        response = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        cookie = response.cookies["maas_session"]
+        assert (await client.post("/api/v1/auth/logout")).status_code == 204
+    async with harness.client() as replay:  # the cookie value, replayed after logout
+        replay.cookies.set("maas_session", cookie)
+        response = await replay.get("/api/v1/users/me")
+        assert response.status_code == 401
+        assert "logged out" in response.json()["error"]["message"]
+
+
+async def test_signing_secret_is_derived_not_stored(harness: Harness) -> None:
+    async with harness.opened.state.engine.connect() as connection:
+        rows = await connection.execute(text("SELECT value FROM system_settings"))
+        values = [row.value for row in rows]
+    assert harness.opened.state.jwt_secret not in values
+    assert len(values) == 1  # the registration token's hash only
