@@ -11,8 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from maasbase.common.auth import Principal, PrincipalKind, Scope
 from maasbase.common.errors import Unauthenticated
 from maasbase.server.db import api_keys as api_keys_db
-from maasbase.server.db import revoked_sessions
-from maasbase.server.db import system_settings
+from maasbase.server.db import revoked_sessions, system_settings
 from maasbase.server.db import users as users_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import User

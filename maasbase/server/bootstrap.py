@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.config import Settings
 from maasbase.common.errors import SecretKeyMismatch
+from maasbase.server import model_env
+from maasbase.server.db import models as models_db
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
@@ -148,6 +150,22 @@ async def encrypt_provider_keys(session: AsyncSession, box: SecretBox) -> int:
     return plain + rotated
 
 
+async def encrypt_model_env(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt the secret-named variables a model stored in plain text (older versions),
+    and re-encrypt with the first secret key the secret ones stored under an older key.
+    The instances keep running: what they receive is unchanged."""
+    changed = 0
+    for model in await models_db.list_all(session):
+        upgraded = model_env.upgraded(box, model_env.of_row(model))
+        if upgraded is not None:
+            model_env.store(model, upgraded)
+            changed += 1
+    if changed:
+        await session.flush()
+        logger.info("encrypted or re-encrypted the secret variables of %d model(s)", changed)
+    return changed
+
+
 async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
     box = load_secret_box(settings)
     jwt_secret = derived_keys.derive(box, derived_keys.SESSION_SIGNING)
@@ -155,6 +173,7 @@ async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
     created, password_file = await ensure_admin(session, settings)
     token_file = await ensure_registration_token(session, settings)
     await encrypt_provider_keys(session, box)
+    await encrypt_model_env(session, box)
     return BootstrapResult(
         jwt_secret=jwt_secret,
         admin_created=created,

@@ -118,7 +118,8 @@ async def test_moving_the_url_needs_the_key_again_or_an_explicit_keep(
     refused = await admin.patch(url, json={"base_url": "https://elsewhere.example.net/v1"})
     assert refused.status_code == 400, refused.text
     message = refused.json()["error"]["message"]
-    assert "api_key" in message and "keep_api_key: true" in message
+    assert "send the key for the new host in api_key" in message
+    assert "keep_api_key: true" in message
     routed = upstreams(await routes(harness, cluster_token))["cloud-model"]
     assert routed["base_url"] == "https://api.example.com/v1"  # nothing changed
 

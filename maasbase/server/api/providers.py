@@ -106,14 +106,14 @@ async def update_provider(
     if body.base_url is not None:
         base_url = str(body.base_url).rstrip("/")
         moved = base_url != provider.base_url
-        if moved and provider.api_key and "api_key" not in body.model_fields_set:
-            if not body.keep_api_key:
-                raise InvalidRequest(
-                    f"provider {provider.name!r} has a stored API key meant for "
-                    f"{provider.base_url}; to change base_url send the key for the new host "
-                    "in api_key (or api_key: null to drop it), or keep_api_key: true to send "
-                    "the stored key there"
-                )
+        key_unsettled = "api_key" not in body.model_fields_set and not body.keep_api_key
+        if moved and provider.api_key and key_unsettled:
+            raise InvalidRequest(
+                f"provider {provider.name!r} has a stored API key meant for "
+                f"{provider.base_url}; to change base_url send the key for the new host in "
+                "api_key (or api_key: null to drop it), or keep_api_key: true to send the "
+                "stored key there"
+            )
         provider.base_url = base_url
     if "api_key" in body.model_fields_set:
         provider.api_key = state.secret_box.encrypt(body.api_key) if body.api_key else None

@@ -42,4 +42,3 @@ def derive(box_or_key: SecretBox | str, purpose: str) -> str:
         info=f"maas-base/{purpose}".encode(),
     )
     return hkdf.derive(box.primary_key).hex()
-
