@@ -6,6 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from maasbase.server import bootstrap
+from maasbase.server.db import system_settings
 from tests.integration.conftest import ADMIN_PASSWORD, Harness
 
 pytestmark = pytest.mark.integration
@@ -147,8 +149,17 @@ async def test_logout_ends_the_session_cookie_on_the_server(harness: Harness) ->
 
 
 async def test_signing_secret_is_derived_not_stored(harness: Harness) -> None:
-    async with harness.opened.state.engine.connect() as connection:
+    state = harness.opened.state
+    async with state.sessions() as session:  # as an older version stored it
+        await system_settings.put(session, system_settings.JWT_SECRET, "old-signing-secret")
+        await session.commit()
+    async with state.sessions() as session:  # the next start
+        result = await bootstrap.run(session, harness.settings)
+        await session.commit()
+    assert result.jwt_secret == state.jwt_secret  # derived from the same secret key
+    async with state.engine.connect() as connection:
         rows = await connection.execute(text("SELECT value FROM system_settings"))
         values = [row.value for row in rows]
-    assert harness.opened.state.jwt_secret not in values
+    assert "old-signing-secret" not in values
+    assert state.jwt_secret not in values
     assert len(values) == 1  # the registration token's hash only
