@@ -165,3 +165,19 @@ def test_local_runner_gives_the_engine_a_clean_environment(
     assert environ["CUDA_HOME"] == "/usr/local/cuda"
     assert environ["LC_ALL"] == "C.UTF-8"
     assert environ["PATH"] == os.environ["PATH"]
+
+
+def test_container_runner_passes_only_the_launch_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAAS_SECRET_KEY", "fernet-key-of-the-server")
+    monkeypatch.setenv("HF_TOKEN", "hf_worker_own_token")
+    engine = FakeEngine()
+    spec = _spec(Runtime.CONTAINER, tmp_path)
+    runner = ContainerRunner(engine)
+    handle = runner.start(spec, REGISTRY.get("vllm"), 7, tmp_path / "log")
+    [kwargs] = engine.runs
+    assert kwargs["environment"] == spec.env
+    assert "fernet-key-of-the-server" not in str(kwargs)
+    assert "hf_worker_own_token" not in str(kwargs)
+    runner.stop(handle, grace=1)
