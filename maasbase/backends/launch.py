@@ -149,8 +149,9 @@ class LaunchContext(_Frozen):
 
 
 class LaunchSpec(_Frozen):
-    """Exactly what to run. ``env`` holds only the variables to add to the
-    inherited environment; ``gpu_ids`` are host indexes; ``files`` maps absolute
+    """Exactly what to run. ``env`` holds the variables the backend and the model set;
+    a process gets them on top of the few it inherits (``engine_env``), a container gets
+    only them; ``gpu_ids`` are host indexes; ``files`` maps absolute
     paths to text that must be written there before the process starts."""
 
     backend: str

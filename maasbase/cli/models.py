@@ -48,6 +48,7 @@ def _spec(
     backend_version: str | None,
     param: list[str],
     env: list[str],
+    secret_env: list[str],
     replicas: int,
     placement: str,
     selector: list[str],
@@ -59,6 +60,7 @@ def _spec(
         "backend": backend,
         "backend_parameters": param,
         "env": _pairs(env, "--env"),
+        "secret_env": secret_env,
         "replicas": replicas,
         "placement": placement,
         "worker_selector": _pairs(selector, "--worker-selector"),
@@ -78,7 +80,17 @@ BackendOpt = Annotated[str, typer.Option(help="vllm, sglang, llama.cpp, ... or a
 ParamOpt = Annotated[
     list[str], typer.Option("--param", help="Backend CLI argument (repeat), e.g. --param=-c.")
 ]
-EnvOpt = Annotated[list[str], typer.Option("--env", help="KEY=VALUE (repeat).")]
+EnvOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--env",
+        help="KEY=VALUE (repeat). Names like *_TOKEN, *_KEY, *_SECRET, *_PASSWORD are "
+        "secret: stored encrypted and never shown again.",
+    ),
+]
+SecretEnvOpt = Annotated[
+    list[str], typer.Option("--secret-env", help="Another --env NAME whose value is secret.")
+]
 SelectorOpt = Annotated[list[str], typer.Option("--worker-selector", help="label=value (repeat).")]
 GpuOpt = Annotated[list[str], typer.Option("--gpu", help="Manual GPU worker:index (repeat).")]
 
@@ -91,6 +103,7 @@ def deploy(
     backend_version: Annotated[str | None, typer.Option()] = None,
     param: ParamOpt = [],  # noqa: B006 - typer reads list defaults
     env: EnvOpt = [],  # noqa: B006
+    secret_env: SecretEnvOpt = [],  # noqa: B006
     replicas: int = 1,
     placement: Annotated[str, typer.Option(help="spread or binpack.")] = "spread",
     worker_selector: SelectorOpt = [],  # noqa: B006
@@ -101,8 +114,8 @@ def deploy(
 ) -> None:
     """Deploy a model."""
     body = _spec(
-        source, backend, backend_version, param, env, replicas, placement, worker_selector, gpu,
-        gpus_per_replica,
+        source, backend, backend_version, param, env, secret_env, replicas, placement,
+        worker_selector, gpu, gpus_per_replica,
     )  # fmt: skip
     client = ApiClient(server_url, api_key)
     model = client.request("POST", "/api/v1/models", json={"name": name, **body})
@@ -124,7 +137,7 @@ def evaluate(
     api_key: KeyOpt = None,
 ) -> None:
     """Would one replica fit now, and where? (Creates nothing.)"""
-    body = _spec(source, backend, None, param, [], 1, placement, worker_selector, gpu, None)
+    body = _spec(source, backend, None, param, [], [], 1, placement, worker_selector, gpu, None)
     result = ApiClient(server_url, api_key).request("POST", "/api/v1/model-evaluations", json=body)
     colour = "green" if result["schedulable"] else "red"
     out.print(
@@ -173,6 +186,13 @@ def _instances_table(instances: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _env_line(model: dict[str, Any]) -> str:
+    """The model's variables; secret ones as set, their values are never sent back."""
+    plain = [f"{name}={value}" for name, value in sorted(model.get("env", {}).items())]
+    secret = [f"{name}=(secret, set)" for name in model.get("secret_env", [])]
+    return ", ".join(plain + secret)
+
+
 @app.command()
 def show(
     name: str,
@@ -187,6 +207,8 @@ def show(
     model = client.find_model(name)
     out.print(f"[bold]{model['name']}[/] (id {model['id']}): {model['backend']}, "
               f"{model['replicas']} replica(s), placement {model['placement']}")  # fmt: skip
+    if variables := _env_line(model):
+        out.print(f"env: {variables}", highlight=False, markup=False)
 
     def fetch() -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = client.get(

@@ -11,7 +11,7 @@ from maasbase.common.auth import Principal, PrincipalKind, Scope
 from maasbase.common.errors import Forbidden, Unauthenticated
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db import gateways as gateways_db
-from maasbase.server.db import system_settings
+from maasbase.server.db import revoked_sessions, system_settings
 from maasbase.server.db import users as users_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import User
@@ -66,6 +66,8 @@ async def from_access_token(
     assert user is not None
     if claims.token_version != user.token_version:
         raise Unauthenticated("session ended because the password changed; log in again")
+    if await revoked_sessions.is_revoked(session, claims.jti):
+        raise Unauthenticated("session ended (logged out); log in again")
     return user_principal(user)
 
 

@@ -1,5 +1,5 @@
-"""First-start work: signing secret, admin user, worker registration token, the key
-that encrypts provider API keys.
+"""First-start work: the secret key (it encrypts stored secrets and the session-signing
+secret is derived from it), admin user, worker registration token.
 
 All of it is idempotent: running it on every start changes nothing once done.
 """
@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.config import Settings
 from maasbase.common.errors import SecretKeyMismatch
+from maasbase.server import model_env
+from maasbase.server.db import models as models_db
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db import system_settings
 from maasbase.server.db import users as users_db
-from maasbase.server.security import passwords, secret_box
+from maasbase.server.security import derived_keys, passwords, secret_box
 from maasbase.server.security.secret_box import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -49,12 +51,14 @@ def write_secret_file(path: Path, content: str) -> None:
     os.chmod(path, 0o600)
 
 
-async def ensure_jwt_secret(session: AsyncSession) -> str:
-    secret = await system_settings.get(session, system_settings.JWT_SECRET)
-    if secret is None:
-        secret = secrets.token_urlsafe(48)
-        await system_settings.put(session, system_settings.JWT_SECRET, secret)
-    return secret
+async def drop_stored_jwt_secret(session: AsyncSession) -> None:
+    """Older versions kept the session-signing secret in the database, where a dump could
+    forge sessions; it is now derived from the secret key, so the row goes."""
+    if await system_settings.delete(session, system_settings.JWT_SECRET):
+        logger.info(
+            "removed the stored session-signing secret: it is derived from the secret key "
+            "now; sessions signed before this start have ended (log in again)"
+        )
 
 
 async def ensure_admin(session: AsyncSession, settings: Settings) -> tuple[bool, Path | None]:
@@ -146,12 +150,30 @@ async def encrypt_provider_keys(session: AsyncSession, box: SecretBox) -> int:
     return plain + rotated
 
 
+async def encrypt_model_env(session: AsyncSession, box: SecretBox) -> int:
+    """Encrypt the secret-named variables a model stored in plain text (older versions),
+    and re-encrypt with the first secret key the secret ones stored under an older key.
+    The instances keep running: what they receive is unchanged."""
+    changed = 0
+    for model in await models_db.list_all(session):
+        upgraded = model_env.upgraded(box, model_env.of_row(model))
+        if upgraded is not None:
+            model_env.store(model, upgraded)
+            changed += 1
+    if changed:
+        await session.flush()
+        logger.info("encrypted or re-encrypted the secret variables of %d model(s)", changed)
+    return changed
+
+
 async def run(session: AsyncSession, settings: Settings) -> BootstrapResult:
     box = load_secret_box(settings)
-    jwt_secret = await ensure_jwt_secret(session)
+    jwt_secret = derived_keys.derive(box, derived_keys.SESSION_SIGNING)
+    await drop_stored_jwt_secret(session)
     created, password_file = await ensure_admin(session, settings)
     token_file = await ensure_registration_token(session, settings)
     await encrypt_provider_keys(session, box)
+    await encrypt_model_env(session, box)
     return BootstrapResult(
         jwt_secret=jwt_secret,
         admin_created=created,

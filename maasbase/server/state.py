@@ -10,6 +10,7 @@ from maasbase.backends.registry import BackendRegistry
 from maasbase.common.clock import Clock, SystemClock
 from maasbase.common.config import Settings
 from maasbase.server.notify import ChangeNotifier
+from maasbase.server.security import derived_keys
 from maasbase.server.security.secret_box import SecretBox
 from maasbase.server.security.throttle import LoginThrottle, ThrottlePolicy
 
@@ -19,11 +20,15 @@ class ServerState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # Signs session tokens; derived from the secret key (``derived_keys``), never stored.
     jwt_secret: str
-    # Encrypts provider API keys at rest (key kept outside the database).
+    # Encrypts stored secrets (provider API keys, secret model env); key kept outside the
+    # database.
     secret_box: SecretBox
     clock: Clock = field(default_factory=SystemClock)
     throttle: LoginThrottle = field(init=False)
+    # Keys what the control plane presents to a worker's own API (``worker_secrets``).
+    worker_secret_key: str = field(init=False)
     # Instances or workers changed: wakes assignment watches and the controllers.
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
     backends: BackendRegistry = field(default_factory=BackendRegistry.default)
@@ -37,6 +42,7 @@ class ServerState:
         self.changes.notify()
 
     def __post_init__(self) -> None:
+        self.worker_secret_key = derived_keys.derive(self.secret_box, derived_keys.WORKER_API)
         self.throttle = LoginThrottle(
             ThrottlePolicy(
                 max_failures=self.settings.login_max_failures,

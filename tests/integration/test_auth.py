@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from maasbase.server import bootstrap
+from maasbase.server.db import system_settings
 from tests.integration.conftest import ADMIN_PASSWORD, Harness
 
 pytestmark = pytest.mark.integration
@@ -112,3 +115,51 @@ async def test_malformed_authorization_header(harness: Harness) -> None:
             "/api/v1/users/me", headers={"Authorization": "Bearer mb_0123456789abcdef_nope"}
         )
         assert response.status_code == 401
+
+
+async def test_logout_ends_the_bearer_token_on_the_server(harness: Harness) -> None:
+    token = await harness.login("admin", ADMIN_PASSWORD)
+    other = await harness.login("admin", ADMIN_PASSWORD)
+    async with harness.client(token) as client:
+        assert (await client.get("/api/v1/users/me")).status_code == 200
+        response = await client.post("/api/v1/auth/logout")
+        assert response.status_code == 204
+        # A copy of the token kept elsewhere is worth nothing now.
+        response = await client.get("/api/v1/users/me")
+        assert response.status_code == 401
+        assert response.json()["error"]["message"].startswith("session ended (logged out)")
+        # Logging out again with the ended token changes nothing.
+        assert (await client.post("/api/v1/auth/logout")).status_code == 204
+    async with harness.client(other) as client:  # another session of the same user lives on
+        assert (await client.get("/api/v1/users/me")).status_code == 200
+
+
+async def test_logout_ends_the_session_cookie_on_the_server(harness: Harness) -> None:
+    async with harness.client() as client:
+        response = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        cookie = response.cookies["maas_session"]
+        assert (await client.post("/api/v1/auth/logout")).status_code == 204
+    async with harness.client() as replay:  # the cookie value, replayed after logout
+        replay.cookies.set("maas_session", cookie)
+        response = await replay.get("/api/v1/users/me")
+        assert response.status_code == 401
+        assert "logged out" in response.json()["error"]["message"]
+
+
+async def test_signing_secret_is_derived_not_stored(harness: Harness) -> None:
+    state = harness.opened.state
+    async with state.sessions() as session:  # as an older version stored it
+        await system_settings.put(session, system_settings.JWT_SECRET, "old-signing-secret")
+        await session.commit()
+    async with state.sessions() as session:  # the next start
+        result = await bootstrap.run(session, harness.settings)
+        await session.commit()
+    assert result.jwt_secret == state.jwt_secret  # derived from the same secret key
+    async with state.engine.connect() as connection:
+        rows = await connection.execute(text("SELECT value FROM system_settings"))
+        values = [row.value for row in rows]
+    assert "old-signing-secret" not in values
+    assert state.jwt_secret not in values
+    assert len(values) == 1  # the registration token's hash only

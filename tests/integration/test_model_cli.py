@@ -42,11 +42,18 @@ def test_model_commands(tmp_path: Path) -> None:
 
         model = write_tiny_gguf(tmp_path / "tiny.gguf")
         assert "deployed tiny" in cli(
-            "deploy", "tiny", "--source", str(model), "--replicas", "2", "--param=-c", "--param=256"
-        )
+            "deploy", "tiny", "--source", str(model), "--replicas", "2", "--param=-c",
+            "--param=256", "--env", "HF_TOKEN=hf_cli_secret", "--env", "LOG_LEVEL=debug",
+            "--env", "ORG_ID=org-7", "--secret-env", "ORG_ID",
+        )  # fmt: skip
         assert "tiny" in cli("list")
         shown = cli("show", "tiny")
         assert shown.count("pending") == 2  # no worker: both wait, with the reason shown
+        assert "LOG_LEVEL=debug" in shown
+        assert "HF_TOKEN=(secret, set)" in shown
+        assert "ORG_ID=(secret, set)" in shown
+        assert "hf_cli_secret" not in shown
+        assert "org-7" not in shown
         evaluation = cli("evaluate", "--source", str(model))
         assert "does not fit" in evaluation
         assert "2 replica" not in cli("scale", "tiny", "0")

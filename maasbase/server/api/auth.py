@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Request, Response
 
 from maasbase.common.errors import TooManyRequests, Unauthenticated
 from maasbase.server import authn
 from maasbase.server.api.deps import Session, State
+from maasbase.server.db import revoked_sessions
 from maasbase.server.db import users as users_db
 from maasbase.server.db.tables import User
 from maasbase.server.schemas.auth import LoginRequest, TokenResponse
@@ -62,7 +66,28 @@ async def login(
 
 
 @router.post("/logout", status_code=204)
-async def logout(response: Response) -> Response:
+async def logout(request: Request, response: Response, state: State, session: Session) -> Response:
+    """End the presented session (bearer access token or session cookie) on the server,
+    so the token stops working at once, and clear the cookie. Nothing to end (no token,
+    an API key, an expired or unknown token) still answers 204."""
+    now = state.clock.now()
+    presented = [request.cookies.get(authn.SESSION_COOKIE)]
+    with contextlib.suppress(Unauthenticated):
+        presented.append(authn.bearer_token(request.headers.get("authorization")))
+    for token in presented:
+        if not token or not tokens.looks_like_jwt(token):
+            continue
+        try:
+            claims = tokens.verify(state.jwt_secret, token, now=now)
+        except tokens.InvalidToken:
+            continue
+        await revoked_sessions.revoke(
+            session,
+            claims.jti,
+            expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
+            now=datetime.fromtimestamp(now, UTC),
+        )
+    await session.commit()
     response.delete_cookie(authn.SESSION_COOKIE, path="/")
     response.status_code = 204
     return response

@@ -33,7 +33,7 @@ async def instance_logs(
     worker = await workers_db.get(session, instance.worker_id) if instance.worker_id else None
     if worker is None:
         raise Unavailable(f"instance {instance.name} is not placed on a worker; no logs yet")
-    secret = worker_api_secret(state.jwt_secret, worker.id, worker.credential_access)
+    secret = worker_api_secret(state.worker_secret_key, worker.id, worker.credential_access)
     name, address, port, instance_name = worker.name, worker.address, worker.port, instance.name
     await session.rollback()  # release the connection before a long stream
     host = f"[{address}]" if ":" in address else address

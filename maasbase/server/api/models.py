@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from maasbase.common.errors import MaasError, NotFound
 from maasbase.common.instances import InstanceState
-from maasbase.server import model_service
+from maasbase.server import model_env, model_service
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
 from maasbase.server.controllers.scheduling import Scheduling, claim_to_json
 from maasbase.server.db import instances as instances_db
@@ -97,14 +97,20 @@ async def update_model(
     model_id: int, body: ModelUpdate, _admin: Admin, state: State, session: Session
 ) -> ModelOut:
     model = await _load(session, model_id)
-    merged = spec_of_row(model).model_dump(mode="json")
+    merged = spec_of_row(model).model_dump(mode="json", exclude={"env", "secret_env"})
     changes = body.model_dump(mode="json", exclude_unset=True)
     if "description" in changes:
         model.description = changes.pop("description") or ""
+    env = model_env.patched(
+        state.secret_box,
+        model_env.of_row(model),
+        changes.pop("env", None) or {},
+        changes.pop("secret_env", None) or [],
+    )
     merged.update(changes)
-    spec = ModelSpec.model_validate(merged)
+    spec = ModelSpec.model_validate({**merged, "env": env.plain})
     model_service.check_backend(state, spec)
-    for key, value in model_service.row_fields(spec, model.name).items():
+    for key, value in model_service.row_fields(state.secret_box, spec, model.name, env).items():
         setattr(model, key, value)
     await session.commit()
     state.changes.notify()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from maasbase.common.errors import Conflict, NotFound
+from maasbase.common.errors import Conflict, InvalidRequest, NotFound
 from maasbase.server.api.deps import Admin, Session, State
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db.tables import Provider
@@ -30,10 +30,16 @@ class ProviderCreate(Strict):
 
 
 class ProviderUpdate(Strict):
-    """Absent fields stay as they are; ``api_key: null`` removes the key."""
+    """Absent fields stay as they are; ``api_key: null`` removes the key. A new
+    ``base_url`` for a provider with a stored key needs ``api_key`` too (the key meant for
+    the old host is not sent to a new one unasked), or ``keep_api_key: true``."""
 
     base_url: HttpUrl | None = None
     api_key: str | None = Field(default=None, max_length=4096)
+    keep_api_key: bool = Field(
+        default=False,
+        description="With a new base_url: send the stored API key to the new host.",
+    )
     models: ModelNames | None = Field(default=None, description="Replaces the list.")
 
     @model_validator(mode="after")
@@ -98,7 +104,17 @@ async def update_provider(
     if provider is None:
         raise NotFound(f"provider {provider_id} does not exist")
     if body.base_url is not None:
-        provider.base_url = str(body.base_url).rstrip("/")
+        base_url = str(body.base_url).rstrip("/")
+        moved = base_url != provider.base_url
+        key_unsettled = "api_key" not in body.model_fields_set and not body.keep_api_key
+        if moved and provider.api_key and key_unsettled:
+            raise InvalidRequest(
+                f"provider {provider.name!r} has a stored API key meant for "
+                f"{provider.base_url}; to change base_url send the key for the new host in "
+                "api_key (or api_key: null to drop it), or keep_api_key: true to send the "
+                "stored key there"
+            )
+        provider.base_url = base_url
     if "api_key" in body.model_fields_set:
         provider.api_key = state.secret_box.encrypt(body.api_key) if body.api_key else None
     if body.models is not None:

@@ -19,6 +19,7 @@ from maasbase.common.instances import (
     ModelSource,
     WorkerAssignments,
 )
+from maasbase.server import model_env
 from maasbase.server.api.deps import Session, State, WorkerCaller
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import models as models_db
@@ -28,6 +29,7 @@ from maasbase.server.policies.instance_state import (
     Owner,
     restart_delay,
 )
+from maasbase.server.security.secret_box import SecretBox
 from maasbase.server.state import ServerState
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,14 @@ REPOLL_SECONDS = 2.0
 
 
 async def build_assignments(
-    session: AsyncSession, worker_id: int, backends: BackendRegistry
+    session: AsyncSession,
+    worker_id: int,
+    backends: BackendRegistry,
+    box: SecretBox,
+    reported: set[str] | None = None,
 ) -> WorkerAssignments:
+    """What ``worker_id`` should run, with the full environment of each instance: secret
+    variables are decrypted here, for this worker's own instances only."""
     models = {m.id: m for m in await models_db.list_all(session)}
     items: list[InstanceAssignment] = []
     for instance in await instances_db.for_worker(session, worker_id):
@@ -57,7 +65,7 @@ async def build_assignments(
                 backend=model.backend,
                 backend_version=model.backend_version,
                 backend_parameters=list(model.backend_parameters),
-                env=dict(model.env),
+                env=model_env.reveal_for_worker(box, model, reported),
                 gpu_vendor=instance.gpu_vendor,
                 gpu_indexes=list(instance.gpu_indexes),
                 tensor_parallel_size=instance.tensor_parallel_size,
@@ -91,7 +99,9 @@ async def watch_assignments(
     while True:
         version = state.changes.version
         async with state.sessions() as session:
-            current = await build_assignments(session, caller.worker_id, state.backends)
+            current = await build_assignments(
+                session, caller.worker_id, state.backends, state.secret_box, state.reported_secrets
+            )
         remaining = deadline - state.clock.monotonic()
         if current.revision != revision or remaining <= 0 or state.stopping:
             return current

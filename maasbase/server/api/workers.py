@@ -126,7 +126,7 @@ async def register(
         id=worker.id,
         name=worker.name,
         credential=issued,
-        api_secret=worker_api_secret(state.jwt_secret, worker.id, worker.credential_access),
+        api_secret=worker_api_secret(state.worker_secret_key, worker.id, worker.credential_access),
         heartbeat_interval=state.settings.heartbeat_interval,
         state=WorkerState(worker.state),
     )

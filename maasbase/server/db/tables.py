@@ -12,13 +12,23 @@ from maasbase.server.db.base import Base, UTCDateTime, utcnow
 
 
 class SystemSetting(Base):
-    """Cluster-wide values shared by all server replicas (signing secret, token hash)."""
+    """Cluster-wide values shared by all server replicas (registration token hash)."""
 
     __tablename__ = "system_settings"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RevokedSession(Base):
+    """Session tokens ended before they expire (logout); rows go once they would have
+    expired anyway."""
+
+    __tablename__ = "revoked_sessions"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
 
 
 class User(Base):
@@ -136,7 +146,11 @@ class Model(Base):
     backend: Mapped[str] = mapped_column(String(64), nullable=False)
     backend_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     backend_parameters: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    # Plain variables only; secret ones live encrypted in ``secret_env``.
     env: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # Secret variables: name -> value encrypted with the secret key ("fernet:...", see
+    # server.security.secret_box); null on rows from older versions.
+    secret_env: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     replicas: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     placement: Mapped[str] = mapped_column(String(16), nullable=False, default="spread")
     worker_selector: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)

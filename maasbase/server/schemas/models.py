@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -14,6 +16,7 @@ from maasbase.server.schemas.common import Strict
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 GPU_SELECTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:\d{1,3}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Category(StrEnum):
@@ -32,7 +35,17 @@ class ModelSpec(Strict):
     backend: str = Field(default="llama.cpp", min_length=1, max_length=64)
     backend_version: str | None = Field(default=None, max_length=64)
     backend_parameters: list[str] = Field(default_factory=list, max_length=256)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables of the engine. Those named like a secret "
+        "(*_TOKEN, *_KEY, *_SECRET, *_PASSWORD, HF_TOKEN, HUGGING_FACE_HUB_TOKEN) and those "
+        "listed in secret_env are stored encrypted and never shown again.",
+    )
+    secret_env: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Names in env whose values are secret besides those named like one.",
+    )
     replicas: int = Field(default=1, ge=0, le=1000)
     placement: Literal["spread", "binpack"] = "spread"
     worker_selector: dict[str, str] = Field(default_factory=dict)
@@ -50,8 +63,6 @@ class ModelSpec(Strict):
     @field_validator("gpu_selector")
     @classmethod
     def _gpus(cls, value: list[str] | None) -> list[str] | None:
-        import re
-
         if value is None:
             return None
         for item in value:
@@ -61,14 +72,10 @@ class ModelSpec(Strict):
             raise ValueError("gpu_selector lists a GPU twice")
         return value
 
-    @field_validator("env")
+    @field_validator("env", "secret_env")
     @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        import re
-
-        for key in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"bad environment variable name {key!r}")
+    def _env(cls, value: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
+        check_env_names(value)
         return value
 
     @model_validator(mode="after")
@@ -79,13 +86,22 @@ class ModelSpec(Strict):
         return self
 
 
+def check_env_names(names: Iterable[str]) -> None:
+    for key in names:
+        if not re.match(ENV_NAME_PATTERN, key):
+            raise ValueError(f"bad environment variable name {key!r}")
+
+
 def spec_of_row(row: object) -> ModelSpec:
-    """The spec of a stored model (a ``tables.Model`` row)."""
+    """The spec of a stored model (a ``tables.Model`` row), without the values of its
+    secret variables: ``env`` holds the plain ones, ``secret_env`` names the others."""
     fields = (
         "source", "backend", "backend_version", "backend_parameters", "env", "replicas",
         "placement", "worker_selector", "gpu_selector", "gpus_per_replica", "categories",
     )  # fmt: skip
-    return ModelSpec.model_validate({name: getattr(row, name) for name in fields})
+    data = {name: getattr(row, name) for name in fields}
+    data["secret_env"] = sorted(getattr(row, "secret_env", None) or {})
+    return ModelSpec.model_validate(data)
 
 
 class ModelCreate(ModelSpec):
@@ -101,13 +117,31 @@ class ModelUpdate(Strict):
     backend: str | None = Field(default=None, min_length=1, max_length=64)
     backend_version: str | None = None
     backend_parameters: list[str] | None = None
-    env: dict[str, str] | None = None
+    env: dict[str, str | None] | None = Field(
+        default=None,
+        description="Merged into the stored variables: a value sets one, null removes one, "
+        "a variable left out keeps its value (a secret one without sending it again).",
+    )
+    secret_env: list[str] | None = Field(
+        default=None,
+        max_length=256,
+        description="Names to make secret (encrypted, never shown): given in env now or "
+        "stored already. A secret variable stays secret until removed.",
+    )
     replicas: int | None = Field(default=None, ge=0, le=1000)
     placement: Literal["spread", "binpack"] | None = None
     worker_selector: dict[str, str] | None = None
     gpu_selector: list[str] | None = None
     gpus_per_replica: int | None = Field(default=None, ge=1, le=64)
     categories: list[Category] | None = None
+
+    @field_validator("env", "secret_env")
+    @classmethod
+    def _env(
+        cls, value: dict[str, str | None] | list[str] | None
+    ) -> dict[str, str | None] | list[str] | None:
+        check_env_names(value or [])
+        return value
 
 
 def infer_categories(spec: ModelSpec, name: str) -> list[Category]:
@@ -160,7 +194,12 @@ class ModelOut(BaseModel):
     backend: str
     backend_version: str | None
     backend_parameters: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = Field(description="The plain variables, with their values.")
+    secret_env: list[str] = Field(
+        default_factory=list,
+        description="Names of the secret variables that are set; their values are "
+        "write-only (sent to the worker running the instance, never shown).",
+    )
     replicas: int
     placement: str
     worker_selector: dict[str, str]
@@ -170,6 +209,16 @@ class ModelOut(BaseModel):
     instances: InstanceSummary = Field(default_factory=InstanceSummary)
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("secret_env", mode="before")
+    @classmethod
+    def _names_only(cls, value: object) -> object:
+        """From a row: the names of its encrypted variables, never their values."""
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return sorted(value)
+        return value
 
 
 class InstanceOut(BaseModel):

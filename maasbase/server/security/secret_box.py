@@ -14,6 +14,7 @@ with an older one, after which the older keys can be removed.
 
 from __future__ import annotations
 
+import base64
 import re
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -56,8 +57,14 @@ class SecretBox:
                     f"{_HOW_TO_GENERATE}"
                 ) from None
         self._primary = fernets[0]
+        self._primary_key = _key_bytes(parts[0])
         self._fernet = MultiFernet(fernets)
         self.key_count = len(fernets)
+
+    @property
+    def primary_key(self) -> bytes:
+        """The raw first key: the input of the derived secrets (``derived_keys``)."""
+        return self._primary_key
 
     def encrypt(self, plain: str) -> str:
         return PREFIX + self._primary.encrypt(plain.encode()).decode()
@@ -90,6 +97,10 @@ class SecretBox:
                 f"damaged): {self.source} holds another key; put the previous key back "
                 "(after the new one, to rotate), or store the value again"
             ) from None
+
+
+def _key_bytes(key: str) -> bytes:
+    return base64.urlsafe_b64decode(key.encode())
 
 
 _HOW_TO_GENERATE = (

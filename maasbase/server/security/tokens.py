@@ -1,7 +1,12 @@
-"""Signed access tokens (JWT, HS256) for logged-in users, also used as the session cookie."""
+"""Signed access tokens (JWT, HS256) for logged-in users, also used as the session cookie.
+
+Each token carries a random id (``jti``) so that logging out can end that one session
+(``revoked_sessions``) before it expires.
+"""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import jwt
@@ -15,6 +20,7 @@ class TokenClaims:
     user_id: int
     token_version: int
     expires_at: float
+    jti: str
 
 
 class InvalidToken(Exception):
@@ -28,6 +34,7 @@ def issue(secret: str, *, user_id: int, token_version: int, now: float, ttl: int
         "iat": int(now),
         "exp": int(now) + ttl,
         "iss": ISSUER,
+        "jti": secrets.token_urlsafe(16),
     }
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
@@ -40,7 +47,7 @@ def verify(secret: str, token: str, *, now: float) -> TokenClaims:
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             options={
-                "require": ["sub", "exp", "ver"],
+                "require": ["sub", "exp", "ver", "jti"],
                 # Time is checked below against the injected clock.
                 "verify_exp": False,
                 "verify_iat": False,
@@ -51,6 +58,7 @@ def verify(secret: str, token: str, *, now: float) -> TokenClaims:
             user_id=int(payload["sub"]),
             token_version=int(payload["ver"]),
             expires_at=float(payload["exp"]),
+            jti=str(payload["jti"]),
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken("invalid access token") from exc

@@ -3,6 +3,7 @@
 Every engine gets a new session (``start_new_session``), so SIGTERM/SIGKILL reach the
 engine and everything it spawned. Processes from an earlier run of the worker are
 recognised by pid *and* start time, so a reused pid is never mistaken for an engine.
+Engines start with a clean environment (``backends.engine_env``), not the worker's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Protocol
 import psutil
 
 from maasbase.backends.definition import BackendDefinition
+from maasbase.backends.engine_env import engine_environment
 from maasbase.backends.launch import LaunchSpec, Runtime
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class LocalProcessRunner:
             # argv comes from a backend definition, never through a shell.
             proc = subprocess.Popen(  # noqa: S603
                 [*spec.executable, *spec.args],
-                env={**os.environ, **spec.env},
+                env=engine_environment(os.environ, spec.env),
                 cwd=spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -113,3 +115,69 @@ def test_no_container_engine_is_a_clear_error() -> None:
     engine = DockerRuntime(base_url="unix:///nonexistent/docker.sock")
     with pytest.raises(ContainerEngineUnavailable, match=r"docker\.sock"):
         ContainerRunner(engine)
+
+
+def test_local_runner_gives_the_engine_a_clean_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's own secrets, as a real worker may have them in its environment.
+    worker_secrets = {
+        "MAAS_SECRET_KEY": "fernet-key-of-the-server",
+        "MAAS_TOKEN": "registration-token",
+        "MAAS_SOMETHING": "platform setting",
+        "HF_TOKEN": "hf_worker_own_token",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "NCCL_DEBUG_KEY": "looks-secret-under-an-allowed-prefix",
+        "DATABASE_URL": "postgresql://maas:pw@db/maas",
+    }
+    for name, value in worker_secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CUDA_HOME", "/usr/local/cuda")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    dump = tmp_path / "environ.json"
+    script = f"import json, os; open({str(dump)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    spec = _spec(Runtime.PROCESS, tmp_path)
+    spec = spec.model_copy(
+        update={
+            "executable": [sys.executable],
+            "args": ["-c", script],
+            "cwd": str(tmp_path),
+            "env": {**spec.env, "HF_TOKEN": "hf_the_model_own", "LOG_LEVEL": "debug"},
+        }
+    )
+    runner = LocalProcessRunner()
+    handle = runner.start(spec, REGISTRY.get("vllm"), 1, tmp_path / "engine.log")
+    deadline = time.monotonic() + 20
+    code = runner.exit_code(handle)
+    while code is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        code = runner.exit_code(handle)
+    assert code == 0, (tmp_path / "engine.log").read_text()
+    environ: dict[str, str] = json.loads(dump.read_text())
+
+    leaked = {k: v for k, v in environ.items() if v in worker_secrets.values()}
+    assert leaked == {}
+    assert not [name for name in environ if name.startswith("MAAS_")]
+    # What the model and the backend ask for arrives; so does what an engine needs to run.
+    assert environ["HF_TOKEN"] == "hf_the_model_own"
+    assert environ["LOG_LEVEL"] == "debug"
+    assert environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert environ["CUDA_HOME"] == "/usr/local/cuda"
+    assert environ["LC_ALL"] == "C.UTF-8"
+    assert environ["PATH"] == os.environ["PATH"]
+
+
+def test_container_runner_passes_only_the_launch_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAAS_SECRET_KEY", "fernet-key-of-the-server")
+    monkeypatch.setenv("HF_TOKEN", "hf_worker_own_token")
+    engine = FakeEngine()
+    spec = _spec(Runtime.CONTAINER, tmp_path)
+    runner = ContainerRunner(engine)
+    handle = runner.start(spec, REGISTRY.get("vllm"), 7, tmp_path / "log")
+    [kwargs] = engine.runs
+    assert kwargs["environment"] == spec.env
+    assert "fernet-key-of-the-server" not in str(kwargs)
+    assert "hf_worker_own_token" not in str(kwargs)
+    runner.stop(handle, grace=1)
