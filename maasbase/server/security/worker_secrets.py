@@ -1,8 +1,16 @@
-"""The secret the control plane presents when it calls a worker's own API.
+"""The secrets that guard a worker's own HTTP API.
 
-Derived from the cluster signing secret and the worker's current credential, so any
-server replica can compute it, nothing extra is stored, and it changes whenever the
-worker's credential is re-issued.
+Two per worker, each for one purpose, so that holding one grants nothing the other
+guards:
+
+- the **API secret**, presented by the control plane when it reads a worker's hardware
+  or an instance's logs;
+- the **data-plane secret**, presented by gateways when they send inference requests
+  through the worker's data-plane proxy to the engines it runs.
+
+Both are derived from the cluster signing secret, the worker's id and its current
+credential, under a distinct purpose label: any server replica can compute them,
+nothing extra is stored, and both change whenever the worker's credential is re-issued.
 """
 
 from __future__ import annotations
@@ -11,6 +19,14 @@ import hashlib
 import hmac
 
 
-def worker_api_secret(signing_secret: str, worker_id: int, credential_access: str) -> str:
-    message = f"worker-api:{worker_id}:{credential_access}".encode()
+def _derive(signing_secret: str, purpose: str, worker_id: int, credential_access: str) -> str:
+    message = f"{purpose}:{worker_id}:{credential_access}".encode()
     return hmac.new(signing_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def worker_api_secret(signing_secret: str, worker_id: int, credential_access: str) -> str:
+    return _derive(signing_secret, "worker-api", worker_id, credential_access)
+
+
+def data_plane_secret(signing_secret: str, worker_id: int, credential_access: str) -> str:
+    return _derive(signing_secret, "data-plane", worker_id, credential_access)
