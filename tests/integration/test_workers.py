@@ -123,6 +123,10 @@ async def test_reregistration_keeps_the_record(
     assert third["id"] == first["id"]
     assert third["credential"] != first["credential"]
     assert third["api_secret"] != first["api_secret"]
+    assert third["data_plane_secret"] != first["data_plane_secret"]
+    # Two secrets for two purposes: neither opens what the other guards.
+    assert first["data_plane_secret"] not in (None, first["api_secret"])
+    assert again["data_plane_secret"] == first["data_plane_secret"]
     assert (await heartbeat(harness, first["credential"])).status_code == 401
     assert (await admin.get("/api/v1/workers")).json()["total"] == 1
 
