@@ -271,11 +271,11 @@ class DataPlane:
             content = response.content
             while True:
                 chunk = await content.readany()
-                if not chunk:
+                if content.at_eof():  # the last part (often the whole body): one message
+                    exchange.complete = True
+                    await send({"type": "http.response.body", "body": chunk})
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            exchange.complete = True
-            await send({"type": "http.response.body", "body": b""})
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The engine failed mid-body: the caller's connection is closed unfinished.
             logger.warning("engine response cut off: %r", exc)
