@@ -196,7 +196,8 @@ async def test_streams_sse_event_by_event(worker: Worker) -> None:
     assert events == [{"n": 1}, {"n": 2}]
 
 
-async def test_streams_the_request_body(worker: Worker) -> None:
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+async def test_streams_the_request_body(worker: Worker, framing: str) -> None:
     async def body() -> AsyncIterator[bytes]:
         yield b"x" * 1000
         # The second part only once the engine has the first: a proxy that read the
@@ -204,8 +205,9 @@ async def test_streams_the_request_body(worker: Worker) -> None:
         await worker.engine.first_chunk_arrived.wait()
         yield b"y" * 500
 
+    headers = {"Content-Length": "1500"} if framing == "content-length" else {}
     async with asyncio.timeout(WAIT), worker.client() as client:
-        response = await client.post(proxied("/v1/upload"), content=body())
+        response = await client.post(proxied("/v1/upload"), content=body(), headers=headers)
     assert response.status_code == 200
     assert response.json() == {"bytes": 1500}
 
