@@ -4,8 +4,9 @@
 :class:`~maasbase.backends.launch.LaunchSpec` into the keyword arguments of
 the Docker SDK's ``containers.run``: image of the backend version for the
 vendor, entrypoint and command, environment, GPU access per vendor, the model
-mounted read-only, host networking (or a port mapping), shared memory and
-labels that let a worker find its containers again after a restart.
+mounted read-only, host networking (or a port published on the host's loopback
+only), shared memory and labels that let a worker find its containers again after a
+restart.
 
 :class:`DockerRuntime` is the one seam to a container engine. It imports the
 SDK lazily and turns its failures into typed errors.
@@ -45,6 +46,7 @@ ASCEND_HOST_PATHS = (
     "/usr/local/bin/npu-smi",
     "/etc/ascend_install.info",
 )
+PUBLISH_HOST = "127.0.0.1"
 DEFAULT_ENGINE_URLS = ("unix:///var/run/docker.sock", "unix:///run/podman/podman.sock")
 
 
@@ -150,7 +152,9 @@ def build_container_run_kwargs(
     if settings.host_network:
         kwargs["network_mode"] = "host"
     else:
-        kwargs["ports"] = {f"{spec.port}/tcp": spec.port}
+        # Published on the host's loopback only: the worker's data-plane proxy is the
+        # engine's one way in.
+        kwargs["ports"] = {f"{spec.port}/tcp": (PUBLISH_HOST, spec.port)}
     if settings.ipc_host:
         kwargs["ipc_mode"] = "host"
     return kwargs

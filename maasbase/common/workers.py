@@ -75,6 +75,11 @@ class WorkerRegistered(BaseModel):
     name: str
     credential: str = Field(description="Authenticates the worker to the server.")
     api_secret: str = Field(description="What the server presents when calling the worker.")
+    data_plane_secret: str | None = Field(
+        default=None,
+        description="What gateways present to the worker's data-plane proxy "
+        "(/proxy/instances/{id}/...); None from servers without one.",
+    )
     heartbeat_interval: float
     state: WorkerState
 

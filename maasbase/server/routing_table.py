@@ -1,4 +1,10 @@
-"""The gateway's routing table, built from running instances and registered providers."""
+"""The gateway's routing table, built from running instances and registered providers.
+
+A running instance is reached through its worker's data-plane proxy
+(``http://<worker>:<worker port>/proxy/instances/<id>/v1``), with the worker's
+data-plane secret as the upstream's API key: engines listen on their worker's loopback
+only. The table therefore holds credentials and goes to gateway identities only.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from maasbase.server.db import providers as providers_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import Provider
 from maasbase.server.security.secret_box import SecretBox
+from maasbase.server.security.worker_secrets import data_plane_secret
 from maasbase.server.state import ServerState
 
 logger = logging.getLogger(__name__)
@@ -58,11 +65,13 @@ async def build(
     session: AsyncSession,
     box: SecretBox,
     *,
+    worker_key: str,
     reported: set[str] | None = None,
     backends: BackendRegistry | None = None,
 ) -> RoutingTable:
-    """``reported`` collects stored keys already logged as undecryptable; ``backends``
-    tells which engines serve Anthropic's Messages API themselves."""
+    """``worker_key`` derives each worker's data-plane secret; ``reported`` collects
+    stored keys already logged as undecryptable; ``backends`` tells which engines serve
+    Anthropic's Messages API themselves."""
     reported = set() if reported is None else reported
     workers = {w.id: w for w in await workers_db.list_all(session)}
     models = await models_db.list_all(session)
@@ -75,7 +84,9 @@ async def build(
         running.setdefault(instance.model_id, []).append(
             Upstream(
                 id=f"instance:{instance.id}",
-                base_url=f"http://{_host(worker.address)}:{instance.port}/v1",
+                base_url=f"http://{_host(worker.address)}:{worker.port}"
+                f"/proxy/instances/{instance.id}/v1",
+                api_key=data_plane_secret(worker_key, worker.id, worker.credential_access),
                 anthropic_messages=messages.get(instance.model_id, False),
             )
         )
@@ -125,7 +136,11 @@ async def watch(state: ServerState, revision: str | None, wait: float) -> Routin
         version = state.changes.version
         async with state.sessions() as session:
             table = await build(
-                session, state.secret_box, reported=state.reported_secrets, backends=state.backends
+                session,
+                state.secret_box,
+                worker_key=state.worker_secret_key,
+                reported=state.reported_secrets,
+                backends=state.backends,
             )
         remaining = deadline - state.clock.monotonic()
         if table.revision != revision or remaining <= 0 or state.stopping:

@@ -1,5 +1,8 @@
 """The worker agent: detect hardware, register, serve the worker API, heartbeat.
 
+The worker API's port also carries the data-plane proxy (``dataplane``), the only way
+in to the engines, which listen on loopback.
+
 Registration uses the worker's stored credential when it has one (re-attaching to
 its record), else the registration token. Before the first registration succeeds,
 an unreachable server is retried for ``connect_timeout`` seconds and then reported as
@@ -25,6 +28,7 @@ from maasbase.common.workers import WorkerRegistration
 from maasbase.worker import identity as identity_store
 from maasbase.worker.api import create_worker_app
 from maasbase.worker.client import CredentialRefused, ServerClient, ServerUnreachable
+from maasbase.worker.dataplane import DataPlane
 from maasbase.worker.hardware import detect_hardware
 from maasbase.worker.models import ModelCache
 from maasbase.worker.reporting import ReportQueue
@@ -95,7 +99,6 @@ class WorkerAgent:
             config.worker_dir,
             fetch=lambda a, progress: self.cache.ensure(a.source, progress=progress),
             report=self.reports.put,
-            bind_host=config.host,
             runner=ContainerRunner() if config.runtime == "container" else LocalProcessRunner(),
         )
 
@@ -148,6 +151,7 @@ class WorkerAgent:
                 name=result.name,
                 credential=result.credential,
                 api_secret=result.api_secret,
+                data_plane_secret=result.data_plane_secret,
             )
             identity_store.save(self.config.worker_dir, self.identity)
             self.heartbeat_interval = result.heartbeat_interval
@@ -225,7 +229,12 @@ class WorkerAgent:
                 lambda: self.hardware,
                 self.serving.log_of,
             )
-            api = make_server(app)
+            dataplane = DataPlane(
+                app,
+                secret=lambda: self.identity.data_plane_secret if self.identity else None,
+                port_of=self.serving.port_of,
+            )
+            api = make_server(dataplane)
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(api.serve(sockets=[sock]), name="worker api")
@@ -239,6 +248,7 @@ class WorkerAgent:
                     api.should_exit = True
             finally:
                 await self.serving.stop_all()
+                await dataplane.aclose()
         finally:
             sock.close()
             await self.cache.aclose()

@@ -20,6 +20,7 @@ class WorkerIdentity(BaseModel):
     name: str
     credential: str
     api_secret: str
+    data_plane_secret: str | None = None
 
 
 def identity_path(worker_dir: Path) -> Path:

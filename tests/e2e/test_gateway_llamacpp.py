@@ -1,7 +1,8 @@
 """The gateway in front of real llama.cpp servers (the embedded launcher, a tiny
 random-weights GGUF on CPU), driven by the official ``openai`` SDK.
 
-Routing, keys and usage go through the in-repo fakes of the control-plane seams.
+Routing, keys and usage go through the in-repo fakes of the control-plane seams. One
+route reaches the chat engine through a worker's data-plane proxy, as deployments do.
 """
 
 from __future__ import annotations
@@ -11,23 +12,30 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
+from starlette.applications import Starlette
 
+from maasbase.common.http_server import make_server
 from maasbase.common.routing import RoutedModel, RoutingTable, Upstream, UsageRecord
 from maasbase.gateway.app import create_gateway_app
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.fakes import FakeKeyResolver, FakeRoutingSource, MemoryUsageSink, grant
 from maasbase.gateway.testing import listening_socket, serving
+from maasbase.worker.dataplane import DataPlane
 from tests.support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.e2e
 
 CHAT = [{"role": "user", "content": "Say hello."}]
+DATA_PLANE_SECRET = "e2e-data-plane-secret"
+PROXIED_INSTANCE = 4
 
 
 def free_port() -> int:
@@ -98,11 +106,49 @@ class Gateway:
         return self.usage.records
 
 
+@asynccontextmanager
+async def worker_proxy(engine: str) -> AsyncIterator[str]:
+    """A worker's data-plane proxy in front of ``engine``; the upstream base URL."""
+    ports = {PROXIED_INSTANCE: urlsplit(engine).port}
+    dataplane = DataPlane(Starlette(), secret=lambda: DATA_PLANE_SECRET, port_of=ports.get)
+    sock = listening_socket()
+    server = make_server(dataplane)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not task.done(), "the worker proxy did not start"
+            await asyncio.sleep(0.005)
+        port = sock.getsockname()[1]
+        yield f"http://127.0.0.1:{port}/proxy/instances/{PROXIED_INSTANCE}/v1"
+    finally:
+        server.should_exit = True
+        await task
+        await dataplane.aclose()
+        sock.close()
+
+
 @pytest.fixture
 async def gateway(engines: dict[str, str]) -> AsyncIterator[Gateway]:
+    async with worker_proxy(engines["chat"]) as proxied, _gateway(engines, proxied) as gateway:
+        yield gateway
+
+
+@asynccontextmanager
+async def _gateway(engines: dict[str, str], proxied: str) -> AsyncIterator[Gateway]:
     table = RoutingTable(
         revision="1",
         models=[
+            RoutedModel(
+                name="tiny-proxied",
+                upstreams=[
+                    Upstream(
+                        id="instance:4",
+                        base_url=proxied,
+                        api_key=DATA_PLANE_SECRET,
+                        upstream_model="tiny",
+                    )
+                ],
+            ),
             RoutedModel(
                 name="tiny", upstreams=[Upstream(id="instance:1", base_url=engines["chat"])]
             ),
@@ -179,6 +225,28 @@ async def test_streaming_chat_meters_the_engines_counts(
         )
         assert record.ttft_ms is not None
         assert record.ttft_ms <= record.latency_ms
+
+
+async def test_streaming_chat_through_a_worker_proxy(gateway: Gateway) -> None:
+    """Deployments are reached through their worker's data-plane proxy: the stream and
+    the engine's token counts come through it unchanged."""
+    request = {"model": "tiny-proxied", "messages": CHAT, "max_tokens": 8}
+    async with gateway.client() as sdk:
+        stream = await sdk.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )  # type: ignore[call-overload]
+        chunks = [chunk async for chunk in stream]
+        reply = await sdk.chat.completions.create(**request)  # type: ignore[call-overload]
+    assert len([c for c in chunks if c.choices]) > 1  # event by event, not one lump
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert 0 < usage.completion_tokens <= 8
+    assert reply.usage is not None
+    streamed, whole = await gateway.records(2)
+    assert (streamed.upstream_id, streamed.status, streamed.stream) == ("instance:4", 200, True)
+    assert streamed.completion_tokens == usage.completion_tokens
+    assert (whole.status, whole.completion_tokens) == (200, reply.usage.completion_tokens)
 
 
 async def test_completions(gateway: Gateway) -> None:

@@ -1,5 +1,6 @@
-"""Serving for real on CPU: deploy a tiny GGUF through the API, llama.cpp answers, a crash
-is reported and restarted with backoff, logs stream, deleting stops the process."""
+"""Serving for real on CPU: deploy a tiny GGUF through the API, llama.cpp answers through
+the gateway and the worker's data-plane proxy (the engine listens on loopback only), a
+crash is reported and restarted with backoff, logs stream, deleting stops the process."""
 
 from __future__ import annotations
 
@@ -43,6 +44,23 @@ def platform(tmp_path: Path) -> Iterator[Api]:
         assert stop(proc) == 0
 
 
+def _inference_client(platform: Api) -> httpx.Client:
+    """A client of the platform's OpenAI-compatible API with a fresh inference key."""
+    key = platform.call("POST", "/api/v1/api-keys", json={"name": "e2e", "scope": "inference"})
+    assert key.status_code == 201, key.text
+    headers = {"Authorization": f"Bearer {key.json()['key']}"}
+    return httpx.Client(base_url=f"{platform.base}/v1", headers=headers, timeout=60)
+
+
+def _listening_addresses(pid: int, port: int) -> set[str]:
+    """The addresses the process listens on at ``port``."""
+    return {
+        c.laddr.ip
+        for c in psutil.Process(pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
 def _port_free(port: int) -> bool:
     """Free for a new server (which, like every server, sets SO_REUSEADDR)."""
     with socket.socket() as sock:
@@ -79,16 +97,18 @@ def test_deploy_chat_crash_restart_logs_delete(platform: Api, tmp_path: Path) ->
 
     wait_until(running, timeout=90, what="the instance running")
     [instance] = platform.instances(model_id)
-    engine = f"http://127.0.0.1:{instance['port']}"
-    chat = httpx.post(
-        f"{engine}/v1/chat/completions",
-        timeout=60,
-        json={
-            "model": "tiny",
-            "messages": [{"role": "user", "content": "Hello"}],
-            "max_tokens": 8,
-        },
-    )
+    # The engine is reachable on the worker's loopback only; the gateway reaches it
+    # through the worker's data-plane proxy.
+    assert _listening_addresses(instance["pid"], instance["port"]) == {"127.0.0.1"}
+    with _inference_client(platform) as client:
+        chat = client.post(
+            "/chat/completions",
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "Hello"}],
+                "max_tokens": 8,
+            },
+        )
     assert chat.status_code == 200, chat.text
     body = chat.json()
     assert body["choices"][0]["message"]["role"] == "assistant"
@@ -147,12 +167,11 @@ def test_catalog_embedding_model_is_converted_and_served(platform: Api) -> None:
         return bool(items) and items[0]["state"] == "running"
 
     wait_until(running, timeout=120, what="the embedding model running")
-    [instance] = platform.instances(model["id"])
-    result = httpx.post(
-        f"http://127.0.0.1:{instance['port']}/v1/embeddings",
-        json={"model": "all-minilm-l6-v2", "input": ["A man is playing a guitar."]},
-        timeout=60,
-    )
+    with _inference_client(platform) as client:
+        result = client.post(
+            "/embeddings",
+            json={"model": "all-minilm-l6-v2", "input": ["A man is playing a guitar."]},
+        )
     assert result.status_code == 200, result.text
     vector = result.json()["data"][0]["embedding"]
     assert len(vector) == 384

@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from maasbase.server.controllers.models import ModelController
+from maasbase.server.db import workers as workers_db
+from maasbase.server.security.worker_secrets import data_plane_secret
 from tests.integration.conftest import Harness
 from tests.integration.test_models import Cluster
 from tests.support.model_files import write_tiny_gguf
@@ -55,8 +57,16 @@ async def test_routing_table_follows_instances_and_providers(
     changed = await routes(harness, gateway_credential, revision=table["revision"], wait=5)
     assert changed["revision"] != table["revision"]
     [upstream] = changed["models"][0]["upstreams"]
-    assert upstream["base_url"] == "http://127.0.0.1:40100/v1"
+    # Through the worker's data-plane proxy (port 10150), never to the engine's port.
+    assert upstream["base_url"] == f"http://127.0.0.1:10150/proxy/instances/{instance['id']}/v1"
     assert upstream["id"] == f"instance:{instance['id']}"
+    state = harness.opened.state
+    async with state.sessions() as session:
+        worker = await workers_db.get(session, cluster.ids["cpu-node"])
+    assert worker is not None
+    assert upstream["api_key"] == data_plane_secret(
+        state.jwt_secret, worker.id, worker.credential_access
+    )
     assert upstream["anthropic_messages"] is True  # llama.cpp serves /v1/messages itself
 
     provider = await admin.post(

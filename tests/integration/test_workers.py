@@ -129,6 +129,11 @@ async def test_reregistration_keeps_the_record(
     assert (await admin.delete(f"/api/v1/workers/{first['id']}")).status_code == 204
     third = (await register(harness, token)).json()
     assert third["credential"] != first["credential"]
+    assert third["api_secret"] != first["api_secret"]
+    assert third["data_plane_secret"] != first["data_plane_secret"]
+    # Two secrets for two purposes: neither opens what the other guards.
+    assert first["data_plane_secret"] not in (None, first["api_secret"])
+    assert again["data_plane_secret"] == first["data_plane_secret"]
     assert (await heartbeat(harness, first["credential"])).status_code == 401
     assert (await admin.get("/api/v1/workers")).json()["total"] == 1
 

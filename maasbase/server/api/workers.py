@@ -24,7 +24,7 @@ from maasbase.server.policies.worker_state import Owner
 from maasbase.server.schemas.common import Page
 from maasbase.server.schemas.workers import GpuOut, WorkerOut, WorkerUpdate
 from maasbase.server.security import api_keys as key_material
-from maasbase.server.security.worker_secrets import worker_api_secret
+from maasbase.server.security.worker_secrets import data_plane_secret, worker_api_secret
 from maasbase.server.state import ServerState
 
 router = APIRouter(prefix="/api/v1", tags=["workers"])
@@ -127,6 +127,9 @@ async def register(
         name=worker.name,
         credential=issued,
         api_secret=worker_api_secret(state.worker_secret_key, worker.id, worker.credential_access),
+        data_plane_secret=data_plane_secret(
+            state.worker_secret_key, worker.id, worker.credential_access
+        ),
         heartbeat_interval=state.settings.heartbeat_interval,
         state=WorkerState(worker.state),
     )

@@ -3,7 +3,9 @@
 The container spec comes from ``maasbase.backends.container`` (image per backend
 version, GPU device requests, model mounted read-only, labels naming the instance);
 the container's output is copied into the instance's log file so logs work the same
-as for local processes.
+as for local processes. An engine on the host network binds the host's loopback; one in
+its own network namespace binds all of that namespace's addresses and is published on
+the host's loopback only.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from maasbase.backends.container import ContainerInfo, DockerRuntime, build_cont
 from maasbase.backends.definition import BackendDefinition
 from maasbase.backends.launch import LaunchSpec, Runtime
 from maasbase.common.errors import MaasError
-from maasbase.worker.serving.runner import ProcessHandle
+from maasbase.worker.serving.runner import LOOPBACK, ProcessHandle
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ class ContainerRunner:
         self.engine: ContainerEngine = engine or DockerRuntime()
         self.engine.ping()  # no engine reachable: a clear error before anything starts
         self._copiers: dict[str, threading.Event] = {}
+
+    def listen_host(self, definition: BackendDefinition) -> str:
+        # In a bridge network, the published port reaches the container's own interface.
+        return LOOPBACK if definition.container.host_network else "0.0.0.0"
 
     def start(
         self, spec: LaunchSpec, definition: BackendDefinition, instance_id: int, log_path: Path

@@ -1,7 +1,8 @@
 """Reconcile the instances a worker is assigned with the inference servers it runs.
 
 For each assignment: fetch the model files (progress reported), pick a port, build the
-launch spec from the backend definition, start the engine in its own process group,
+launch spec from the backend definition, start the engine in its own process group
+listening on loopback only (the worker's data-plane proxy is the way in; ``port_of``),
 wait for its health path, report ``running``, then watch it; an exit is reported as
 ``error`` with the log tail (the server decides when to restart, by raising
 ``restart_count``). Instances no longer assigned are stopped (SIGTERM, then SIGKILL for
@@ -92,7 +93,6 @@ class ServingManager:
         registry: BackendRegistry | None = None,
         runner: ProcessRunner | None = None,
         ports: PortAllocator | None = None,
-        bind_host: str = "0.0.0.0",
         health_host: str = "127.0.0.1",
     ) -> None:
         self.worker_dir = worker_dir
@@ -100,8 +100,7 @@ class ServingManager:
         self.report = report
         self.registry = registry or BackendRegistry.default()
         self.runner = runner or LocalProcessRunner()
-        self.ports = ports or PortAllocator(host=bind_host)
-        self.bind_host = bind_host
+        self.ports = ports or PortAllocator()
         self.health_host = health_host
         self.records = RecordStore(worker_dir / "instances")
         self.runs: dict[int, Run] = {}
@@ -113,6 +112,11 @@ class ServingManager:
     def log_of(self, instance_id: int) -> Path | None:
         run = self.runs.get(instance_id)
         return run.log_path if run else None
+
+    def port_of(self, instance_id: int) -> int | None:
+        """The engine port of an instance this worker runs (for the data-plane proxy)."""
+        run = self.runs.get(instance_id)
+        return run.port if run else None
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -251,7 +255,7 @@ class ServingManager:
         context = LaunchContext(
             model_path=str(model_path),
             model_name=a.model_name,
-            host=self.bind_host,
+            host=self.runner.listen_host(definition),
             port=port,
             vendor=Vendor(a.gpu_vendor) if a.gpu_vendor else Vendor.CPU,
             gpu_ids=list(a.gpu_indexes),

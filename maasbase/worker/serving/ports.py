@@ -1,4 +1,7 @@
-"""Ports for inference servers, from a configured range, checked free before use."""
+"""Ports for inference servers, from a configured range, checked free before use.
+
+Engines listen on the worker's loopback only (the data-plane proxy is their one way
+in), so a port is checked free on ``127.0.0.1``."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ def _free(port: int, host: str) -> bool:
 
 
 class PortAllocator:
-    def __init__(self, start: int = 40000, end: int = 40999, host: str = "0.0.0.0") -> None:
+    def __init__(self, start: int = 40000, end: int = 40999, host: str = "127.0.0.1") -> None:
         if not 1 <= start <= end <= 65535:
             raise ValueError(f"bad port range {start}-{end}")
         self.start, self.end, self.host = start, end, host

@@ -25,6 +25,8 @@ from maasbase.backends.launch import LaunchSpec, Runtime
 
 logger = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.1"
+
 
 @dataclass(frozen=True)
 class ProcessHandle:
@@ -37,6 +39,10 @@ class ProcessHandle:
 
 class ProcessRunner(Protocol):
     runtime: Runtime
+
+    def listen_host(self, definition: BackendDefinition) -> str:
+        """The address the engine binds, as seen by the engine: loopback on the host."""
+        ...
 
     def start(
         self, spec: LaunchSpec, definition: BackendDefinition, instance_id: int, log_path: Path
@@ -56,6 +62,9 @@ class LocalProcessRunner:
 
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def listen_host(self, definition: BackendDefinition) -> str:
+        return LOOPBACK
 
     def start(
         self, spec: LaunchSpec, definition: BackendDefinition, instance_id: int, log_path: Path

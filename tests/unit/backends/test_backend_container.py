@@ -154,7 +154,7 @@ def test_bridge_network_maps_the_port() -> None:
     kwargs = build_container_run_kwargs(
         build_launch_spec(definition, ctx), definition, instance_id="b"
     )
-    assert kwargs["ports"] == {"9000/tcp": 9000}
+    assert kwargs["ports"] == {"9000/tcp": ("127.0.0.1", 9000)}  # host loopback only
     assert "network_mode" not in kwargs
     assert kwargs["shm_size"] == "1g"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from maasbase.backends.definition import Vendor
 from maasbase.backends.launch import LaunchContext, LaunchSpec, Runtime, build_launch_spec
 from maasbase.backends.registry import BackendRegistry
 from maasbase.worker.serving.containers import ContainerRunner
+from maasbase.worker.serving.ports import PortAllocator
 from maasbase.worker.serving.runner import LocalProcessRunner
 
 REGISTRY = BackendRegistry.default()
@@ -181,3 +183,26 @@ def test_container_runner_passes_only_the_launch_environment(
     assert "fernet-key-of-the-server" not in str(kwargs)
     assert "hf_worker_own_token" not in str(kwargs)
     runner.stop(handle, grace=1)
+
+
+def test_engines_listen_on_loopback_only() -> None:
+    """The data-plane proxy is an engine's only way in: processes and host-network
+    containers bind the host's loopback; a container in its own network namespace binds
+    that namespace and is published on the host's loopback (``build_container_run_kwargs``)."""
+    vllm = REGISTRY.get("vllm")
+    assert LocalProcessRunner().listen_host(vllm) == "127.0.0.1"
+    runner = ContainerRunner(FakeEngine())
+    assert vllm.container.host_network
+    assert runner.listen_host(vllm) == "127.0.0.1"
+    bridged = vllm.model_copy(
+        update={"container": vllm.container.model_copy(update={"host_network": False})}
+    )
+    assert runner.listen_host(bridged) == "0.0.0.0"
+
+
+def test_ports_taken_on_loopback_are_skipped() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert PortAllocator(port, port + 1).allocate() == port + 1
