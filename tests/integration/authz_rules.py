@@ -120,7 +120,9 @@ class Rule:
     form: bool = False  # a multipart body with a 'model' field and a file
     ids: Mapping[str, str] = field(default_factory=dict)  # path parameter -> name in values
     exceptions: Mapping[str, Outcome] = field(default_factory=dict)
-    last: bool = False  # sent after all other cells: it changes what they rely on
+    # Cells go in phases: 1 after all of phase 0, 2 after phase 1 (for rules that change
+    # what others rely on: rotating the registration token, ending sessions).
+    phase: int = 0
 
     def expected(self, principal: str) -> Outcome:
         if principal in self.exceptions:
@@ -205,7 +207,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/docs/oauth2-redirect"): Rule(A.PUBLIC),
     # sessions and users
     ("POST", "/api/v1/auth/login"): Rule(A.PUBLIC, json=_login),
-    ("POST", "/api/v1/auth/logout"): Rule(A.PUBLIC),
+    ("POST", "/api/v1/auth/logout"): Rule(A.PUBLIC, phase=2),  # ends the session
     ("GET", "/api/v1/users/me"): Rule(A.MANAGEMENT),
     ("PUT", "/api/v1/users/me/password"): Rule(
         A.MANAGEMENT, json={"current_password": "not-it-1", "new_password": "whatever-pw-2"}
@@ -271,7 +273,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/gateways/register"): Rule(
         A.REGISTRATION, json=_gateway_registration, exceptions={GATEWAY: _REATTACH}
     ),
-    ("POST", "/api/v1/cluster/registration-token"): Rule(A.ADMIN, last=True),
+    ("POST", "/api/v1/cluster/registration-token"): Rule(A.ADMIN, phase=1),
     # the gateway's OpenAI- and Anthropic-compatible API
     ("GET", "/v1/models"): Rule(A.INFERENCE, exceptions=_LISTING),
     ("GET", "/v1/models/{model}"): Rule(A.INFERENCE, exceptions=_LISTING),

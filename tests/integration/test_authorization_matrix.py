@@ -249,8 +249,8 @@ async def test_every_route_has_a_rule(harness: Harness) -> None:
 async def test_matrix(world: World) -> None:
     routes = sorted(served_routes(world.harness.app, world.gateway) & RULES.keys())
     # Principals in the outer loop: each keeps one client; DELETEs hit throwaway objects.
-    cells = [(m, p, who) for last in (False, True) for who in r.PRINCIPALS
-             for m, p in routes if RULES[(m, p)].last is last]  # fmt: skip
+    cells = [(m, p, who) for phase in (0, 1, 2) for who in r.PRINCIPALS
+             for m, p in routes if RULES[(m, p)].phase == phase]  # fmt: skip
     mismatches = await _run(world, cells)
     print(f"authorization matrix: {len(routes)} routes x {len(r.PRINCIPALS)} principals, "
           f"{len(cells)} cells checked")  # fmt: skip

@@ -65,7 +65,7 @@ async def test_routing_table_follows_instances_and_providers(
         worker = await workers_db.get(session, cluster.ids["cpu-node"])
     assert worker is not None
     assert upstream["api_key"] == data_plane_secret(
-        state.jwt_secret, worker.id, worker.credential_access
+        state.worker_secret_key, worker.id, worker.credential_access
     )
     assert upstream["anthropic_messages"] is True  # llama.cpp serves /v1/messages itself
 

@@ -39,7 +39,7 @@ async def create_key(admin: httpx.AsyncClient, name: str, **limits: Any) -> dict
 
 
 async def test_a_batch_with_bad_records_stores_the_good_ones(
-    harness: Harness, admin: httpx.AsyncClient
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     key = await create_key(admin, "app")
     other = await create_key(admin, "other")
@@ -73,7 +73,7 @@ async def test_a_batch_with_bad_records_stores_the_good_ones(
         "not an object",
         record(api_key_id=other["id"], completion_tokens=MAX_TOKENS),
     ]
-    token = (harness.settings.data_dir / "token").read_text().strip()
+    token = gateway_credential
     async with harness.client(token) as gateway:
         answer = await gateway.post("/api/v1/gateway/usage", json={"records": batch})
     assert answer.status_code == 202, answer.text

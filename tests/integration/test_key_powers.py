@@ -110,7 +110,7 @@ async def test_admins_set_user_limits_shown_in_user_output(
 
 
 async def test_a_stored_empty_model_list_reaches_gateways_as_no_model(
-    harness: Harness, alice: httpx.AsyncClient
+    harness: Harness, alice: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     created = await mint(alice, allowed_models=["m"])
     assert created.status_code == 201
@@ -119,7 +119,7 @@ async def test_a_stored_empty_model_list_reaches_gateways_as_no_model(
         assert row is not None
         row.allowed_models = []
         await session.commit()
-    token = (harness.settings.data_dir / "token").read_text().strip()
+    token = gateway_credential
     async with harness.client(token) as gateway:
         key = created.json()["key"]
         grant = await gateway.post("/api/v1/gateway/keys/check", json={"key": key})
@@ -128,9 +128,9 @@ async def test_a_stored_empty_model_list_reaches_gateways_as_no_model(
 
 
 async def test_the_change_feed_names_revoked_keys_and_changed_users(
-    harness: Harness, admin: httpx.AsyncClient, alice: httpx.AsyncClient
+    harness: Harness, admin: httpx.AsyncClient, alice: httpx.AsyncClient, gateway_credential: str
 ) -> None:
-    token = (harness.settings.data_dir / "token").read_text().strip()
+    token = gateway_credential
     created = (await mint(alice)).json()
     user_id = created["user_id"]
     async with harness.client(token) as gateway:

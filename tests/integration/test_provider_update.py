@@ -106,7 +106,7 @@ async def test_absent_fields_stay_as_they_are(
 
 
 async def test_moving_the_url_needs_the_key_again_or_an_explicit_keep(
-    harness: Harness, admin: httpx.AsyncClient, cluster_token: str
+    harness: Harness, admin: httpx.AsyncClient, gateway_credential: str
 ) -> None:
     provider = await add_provider(admin)
     url = f"/api/v1/providers/{provider['id']}"
@@ -115,7 +115,7 @@ async def test_moving_the_url_needs_the_key_again_or_an_explicit_keep(
     message = refused.json()["error"]["message"]
     assert "send the key for the new host in api_key" in message
     assert "keep_api_key: true" in message
-    routed = upstreams(await routes(harness, cluster_token))["cloud-model"]
+    routed = upstreams(await routes(harness, gateway_credential))["cloud-model"]
     assert routed["base_url"] == "https://api.example.com/v1"  # nothing changed
 
     # The same URL again is no move; a new key goes with the new URL.
@@ -125,14 +125,14 @@ async def test_moving_the_url_needs_the_key_again_or_an_explicit_keep(
         url, json={"base_url": "https://eu.example.com/v1", "api_key": "sk-eu-key"}
     )
     assert moved.status_code == 200, moved.text
-    routed = upstreams(await routes(harness, cluster_token))["cloud-model"]
+    routed = upstreams(await routes(harness, gateway_credential))["cloud-model"]
     assert (routed["base_url"], routed["api_key"]) == ("https://eu.example.com/v1", "sk-eu-key")
 
     kept = await admin.patch(
         url, json={"base_url": "https://us.example.com/v1", "keep_api_key": True}
     )
     assert kept.status_code == 200, kept.text
-    routed = upstreams(await routes(harness, cluster_token))["cloud-model"]
+    routed = upstreams(await routes(harness, gateway_credential))["cloud-model"]
     assert (routed["base_url"], routed["api_key"]) == ("https://us.example.com/v1", "sk-eu-key")
 
 
