@@ -271,8 +271,11 @@ async def test_standalone_gateway_process(control: FakeControlPlane, tmp_path: P
     # Registered once with the token; every later call used the gateway's credential.
     [(bearer, name)] = control.registrations
     assert bearer == TOKEN
-    # Without --data-dir: the host name with a random suffix, so restarts never collide.
-    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*-[0-9a-f]{6}", name), name
+    # With --data-dir the name is the host's: the kept credential re-attaches on restart.
+    assert name == identity.default_name(persistent=True)
+    # Without one, a random suffix keeps restarts from colliding.
+    suffixed = identity.default_name(persistent=False)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*-[0-9a-f]{6}", suffixed), suffixed
 
 
 async def test_standalone_gateway_keeps_its_credential_in_its_data_dir(
