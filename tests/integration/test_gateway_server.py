@@ -447,7 +447,8 @@ async def test_an_upstream_that_breaks_mid_stream_cuts_the_connection(served: Se
     writer.write(post("/v1/chat/completions", STREAM) + get("/healthz"))
     raw = await read_to_end(reader)
     head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding: chunked" in head
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding: chunked" in head
     assert b"failed while sending" in body  # the error event, for SDKs
     assert not body.endswith(LAST_CHUNK)  # but no last chunk: the body is visibly cut
     assert b"HTTP/1.1" not in body  # and the pipelined request behind it is not answered
@@ -506,7 +507,10 @@ async def test_bodies_are_capped_per_route_and_echoes_are_bounded() -> None:
         answer = await reader.next()
         assert answer.status == 404
         message = answer.json()["error"]["message"]  # type: ignore[index]
-        assert isinstance(message, str) and "\u2026" in message and len(message) < 300
+        assert isinstance(message, str)
+        assert "\u2026" in message
+        assert len(message) < 300
         writer.write(get("/v1/" + "p" * 900))
         message = (await reader.next()).json()["error"]["message"]  # type: ignore[index]
-        assert isinstance(message, str) and len(message) < 300
+        assert isinstance(message, str)
+        assert len(message) < 300
