@@ -4,7 +4,7 @@ A ``Call`` reads the few request headers the gateway uses in one pass, times the
 request (latency, time to first byte), and answers with JSON, raw bodies, streams or
 errors in the API's shape. How the body arrives and how bytes leave is the server's
 business: ``asgi.AsgiCall`` (under uvicorn, or mounted in the control plane) and
-``server.NativeCall`` (the gateway's own HTTP/1.1 server) implement the transport
+``native_call.NativeCall`` (the gateway's own HTTP/1.1 server) implement the transport
 methods. Either one cancels the request's task when the client goes away and marks
 the call ``disconnected``. A response that fails after it started is never ended as if
 it were whole: a stream gets an error event, then the connection is cut (no last

@@ -21,7 +21,8 @@ from maasbase.gateway.app import GatewayApp, create_gateway_app
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.fakes import FakeKeyResolver, FakeRoutingSource, MemoryUsageSink, grant
 from maasbase.gateway.fakes import routing_table as table
-from maasbase.gateway.server import CONTINUE, LAST_CHUNK, GatewayServer, request_path
+from maasbase.gateway.native_call import LAST_CHUNK
+from maasbase.gateway.server import CONTINUE, GatewayServer, request_path
 from maasbase.gateway.testing import StubUpstream, eventually, listening_socket
 
 pytestmark = pytest.mark.integration
