@@ -458,8 +458,8 @@ class GatewayServer:
         """Apply every connection's deadline (keep-alive, header, body) in one periodic
         sweep, instead of a timer per request."""
         loop = asyncio.get_running_loop()
-        shortest = min(self.keep_alive, self.header_timeout, self.body_timeout, LINGER)
-        period = min(shortest / 2, SWEEP_MAX)
+        shortest = min(self.keep_alive, self.header_timeout, self.body_timeout)
+        period = min(shortest / 2, SWEEP_MAX)  # deadlines are kept within one period
         while True:
             await asyncio.sleep(period)
             now = loop.time()
