@@ -201,7 +201,9 @@ async def _run_control_plane(
 ) -> None:
     gateway = local_gateway(settings, opened)
     app = combine(create_app(opened.state), gateway)
-    server = make_server(app, log_level=settings.log_level)
+    server = make_server(
+        app, log_level=settings.log_level, limit_concurrency=gateway.config.max_connections
+    )
     await gateway.start()
     try:
         await _serve_until_stopped(settings, console, url, opened, sock, stop, server)

@@ -44,7 +44,11 @@ def bind(host: str, port: int, *, what: str, flag: str) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, *, log_level: str = "warning") -> EmbeddedServer:
+def make_server(
+    app: Any, *, log_level: str = "warning", limit_concurrency: int | None = None
+) -> EmbeddedServer:
+    """uvicorn for ``app``; past ``limit_concurrency`` connections (or running requests)
+    it answers 503 and closes. Its keep-alive timeout is uvicorn's 5 s."""
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -52,5 +56,6 @@ def make_server(app: Any, *, log_level: str = "warning") -> EmbeddedServer:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
+        limit_concurrency=limit_concurrency,
     )
     return EmbeddedServer(config)

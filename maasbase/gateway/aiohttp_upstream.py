@@ -6,28 +6,38 @@ from __future__ import annotations
 
 import aiohttp
 
-from maasbase.gateway.errors import UpstreamFailed, UpstreamTimeout
-from maasbase.gateway.upstream import Headers
+from maasbase.gateway.errors import UpstreamFailed, UpstreamTimeout, UpstreamTooLarge
+from maasbase.gateway.upstream import MAX_RESPONSE_BYTES, Headers
 
 
 class AiohttpResponse:
-    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, url: str, max_body: int) -> None:
         self._response = response
         self._url = url
+        self._max_body = max_body
+        self._received = 0
         self.status = response.status
         self.headers = [(k.lower(), v) for k, v in response.raw_headers]
 
     async def read(self) -> bytes:
-        try:
-            return await self._response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate(exc, self._url) from exc
+        parts = []
+        while chunk := await self.next_chunk():
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def next_chunk(self) -> bytes:
         try:
-            return await self._response.content.readany()
+            chunk = await self._response.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, self._url) from exc
+        self._received += len(chunk)
+        if self._received > self._max_body:
+            self._response.close()
+            raise UpstreamTooLarge(
+                f"the model server's answer is larger than {self._max_body} bytes, the "
+                "gateway's max_response_bytes; ask for less (max_tokens, fewer inputs)"
+            )
+        return chunk
 
     def release(self) -> None:
         if self._response.content.at_eof():
@@ -49,7 +59,9 @@ class AiohttpUpstreamClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 600.0,
         trust_env: bool = False,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        self._max_body = max_response_bytes
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
         )
@@ -81,7 +93,7 @@ class AiohttpUpstreamClient:
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, url) from exc
-        return AiohttpResponse(response, url)
+        return AiohttpResponse(response, url, self._max_body)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -33,6 +33,7 @@ from maasbase.gateway.errors import (
     MethodNotAllowed,
     ModelNotFound,
     NoUpstream,
+    clip,
 )
 from maasbase.gateway.handlers import ENDPOINTS, Handlers
 from maasbase.gateway.key_changes import KeyChangeSource, follow_key_changes
@@ -46,6 +47,7 @@ from maasbase.gateway.upstream import PooledUpstreamClient, UpstreamClient
 logger = logging.getLogger("maasbase.gateway")
 
 Route = Callable[[Call], Awaitable[None]]
+OTHER_BODY_BYTES = 64 * 1024  # the body limit of paths without an endpoint
 
 MODEL_PREFIX = "/v1/models/"  # GET /v1/models/{model}
 
@@ -105,6 +107,12 @@ class GatewayApp:
             "/healthz": self._healthz,
             "/readyz": self._readyz,
         }
+        json_limit = min(config.max_json_body_bytes, config.max_body_bytes)
+        self.body_limits: dict[str, int] = {
+            path: config.max_body_bytes if endpoint.multipart else json_limit
+            for path, endpoint in ENDPOINTS.items()
+        }
+        self.body_limits["/v1/messages"] = json_limit
         self._tasks: list[asyncio.Task[None]] = []
 
     def endpoints(self) -> list[tuple[str, str]]:
@@ -191,7 +199,8 @@ class GatewayApp:
         await self.handle(AsgiCall(scope, receive, send, self.affinity_header))
 
     async def handle(self, call: Call) -> None:
-        """Answer one request; never raises but for a cancellation from outside."""
+        """Answer one request; raises only a cancellation from outside, or
+        ``ResponseAborted`` to an ASGI server when a started response fails."""
         path = call.path
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
@@ -218,12 +227,24 @@ class GatewayApp:
         finally:
             call.close()
 
+    def body_limit(self, method: str, path: str) -> int:
+        """The largest request body ``method path`` takes: per endpoint, none for GET
+        endpoints, a little for paths without one (enough for their 404 or 405)."""
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        if method == "POST":
+            return self.body_limits.get(path, OTHER_BODY_BYTES)
+        if path in self._get or path.startswith("/v1/models/"):
+            return 0
+        return OTHER_BODY_BYTES
+
     def _fallback(self, path: str, method: str) -> Route:
         if method == "GET" and path.startswith(MODEL_PREFIX):
             return self._model
+        method, shown = clip(method), clip(path)
         if path in self._post or path in self._get:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}")
-        raise NotFound(f"there is no endpoint {method} {path} in this OpenAI-compatible API")
+            raise MethodNotAllowed(f"{method} is not allowed on {shown}")
+        raise NotFound(f"there is no endpoint {method} {shown} in this OpenAI-compatible API")
 
     # shared steps
     async def caller(self, call: Call) -> Caller:
@@ -257,12 +278,12 @@ class GatewayApp:
         model = self.holder.snapshot.models.get(name)
         if model is None:
             raise ModelNotFound(
-                f"model '{name}' does not exist; GET /v1/models lists the models you may use",
+                f"model '{clip(name)}' does not exist; GET /v1/models lists the models you may use",
                 details={"param": "model"},
             )
         if not model.upstreams:
             raise NoUpstream(
-                f"model '{name}' has no running instance; start or scale up a deployment of "
+                f"model '{clip(name)}' has no running instance; start or scale up a deployment of "
                 "it, or retry once an instance is running"
             )
         return model
@@ -284,7 +305,7 @@ class GatewayApp:
         name = call.path.removeprefix(MODEL_PREFIX)
         model = self.holder.snapshot.models.get(name)
         if model is None or not caller.may_use(name):
-            raise ModelNotFound(f"model '{name}' does not exist", details={"param": "model"})
+            raise ModelNotFound(f"model '{clip(name)}' does not exist", details={"param": "model"})
         await call.json(200, self._model_entry(model))
 
     async def _healthz(self, call: Call) -> None:
@@ -300,10 +321,14 @@ class GatewayApp:
 def _upstream_client(config: GatewayConfig) -> UpstreamClient:
     if config.upstream_client == "aiohttp":
         return AiohttpUpstreamClient(
-            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            max_response_bytes=config.max_response_bytes,
         )
     return PooledUpstreamClient(
-        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_response_bytes=config.max_response_bytes,
     )
 
 

@@ -4,7 +4,8 @@
 of a client that went away only through ``receive``, so a watch starts if the request
 is still running ``WATCH_DELAY`` seconds after its body was read (a timer, not a task,
 for the many short requests); on disconnect it cancels the request's task, which
-closes the upstream connection.
+closes the upstream connection. A response cut short raises ``ResponseAborted`` to the
+ASGI server, which then closes the connection without ending the body.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from maasbase.gateway.call import Call, Headers
-from maasbase.gateway.errors import ClientDisconnected, RequestTooLarge
+from maasbase.gateway.errors import ClientDisconnected, RequestTooLarge, ResponseAborted
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,6 +79,11 @@ class AsgiCall(Call):
 
     async def end(self, data: bytes = b"") -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": False})
+
+    async def abort(self, reason: str, data: bytes = b"") -> None:
+        if data:
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        raise ResponseAborted(f"{self.method} {self.path}: the response was cut short: {reason}")
 
     def close(self) -> None:
         self.finished = True

@@ -4,9 +4,11 @@ A ``Call`` reads the few request headers the gateway uses in one pass, times the
 request (latency, time to first byte), and answers with JSON, raw bodies, streams or
 errors in the API's shape. How the body arrives and how bytes leave is the server's
 business: ``asgi.AsgiCall`` (under uvicorn, or mounted in the control plane) and
-``server.NativeCall`` (the gateway's own HTTP/1.1 server) implement the four transport
+``native_call.NativeCall`` (the gateway's own HTTP/1.1 server) implement the transport
 methods. Either one cancels the request's task when the client goes away and marks
-the call ``disconnected``.
+the call ``disconnected``. A response that fails after it started is never ended as if
+it were whole: a stream gets an error event, then the connection is cut (no last
+chunk, or fewer bytes than its content-length), so that the client sees the truncation.
 """
 
 from __future__ import annotations
@@ -121,6 +123,16 @@ class Call(ABC):
     async def end(self, data: bytes = b"") -> None:
         """Send the last part of the body: the response is complete."""
 
+    @abstractmethod
+    async def abort(self, reason: str, data: bytes = b"") -> None:
+        """Send ``data`` as one more part of the body, then cut the connection: the
+        response is incomplete (``reason``) and the client must be able to tell."""
+
+    def unstart(self) -> bool:
+        """Take back a response start that has not reached the client yet (then an
+        error answer may replace it); False when it has."""
+        return False
+
     async def raw(self, status: int, headers: Headers, body: bytes) -> None:
         """A whole response with a known body."""
         await self.start_response(status, [*headers, (b"content-length", b"%d" % len(body))])
@@ -143,17 +155,17 @@ class Call(ABC):
         await self.raw(status, [*JSON_HEADERS, *(headers or [])], body)
 
     async def fail(self, exc: MaasError) -> None:
-        """Answer with the error, or end a stream that already started with it."""
+        """Answer with the error; a response already started gets it as a stream event
+        (if it is a stream) and is then cut short."""
         if self.disconnected:
             return
-        if self.response_started:
-            if self.sse:
-                if self.style is Style.ANTHROPIC:
-                    await self.end(anthropic_stream_error(exc))
-                else:
-                    await self.end(openai_stream_error(exc))
+        if self.response_started and not self.unstart():
+            if not self.sse:
+                await self.abort(exc.message)
+            elif self.style is Style.ANTHROPIC:
+                await self.abort(exc.message, anthropic_stream_error(exc))
             else:
-                await self.end()
+                await self.abort(exc.message, openai_stream_error(exc))
             return
         shape = anthropic_error if self.style is Style.ANTHROPIC else openai_error
         status, headers, body = shape(exc)  # headers carry the content-length

@@ -18,7 +18,7 @@ Rules for these modules, where compiled code behaves differently from the interp
   ``status_code``) are not overridden in compiled subclasses; errors live in
   ``errors.py``, which stays interpreted;
 - no interpreted subclasses of their classes: a class that derives from a compiled one
-  (``AsgiCall`` and ``NativeCall`` from ``Call``) is compiled with it.
+  (``AsgiCall`` and ``native_call.NativeCall`` from ``Call``) is compiled with it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ MODULES = (
     "handlers",
     "limits",
     "metering",
+    "native_call",
     "payloads",
     "proxy",
     "routing",

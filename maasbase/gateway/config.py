@@ -1,4 +1,5 @@
-"""Gateway settings: balancing, affinity, retries, timeouts, caches and metering."""
+"""Gateway settings: balancing, affinity, retries, timeouts, caches, metering and the
+bounds its HTTP server keeps at its edges."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maasbase.gateway.balancer import Cooldown, Policy
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,24 @@ class GatewayConfig:
     cooldown: Cooldown = field(default_factory=Cooldown)
     connect_timeout: float = 10.0
     read_timeout: float = 600.0  # longest wait for the first byte, then between chunks
-    max_body_bytes: int = 64 * 1024 * 1024
+    # Request bodies: uploads (multipart audio and image endpoints) may be this large ...
+    max_body_bytes: int = 64 * MiB
+    # ... JSON endpoints (chat, completions, embeddings, rerank, speech, images, messages)
+    # this large; GET endpoints take no body, other paths at most 64 KiB. Larger: 413.
+    max_json_body_bytes: int = 16 * MiB
+    # An upstream answer (whole, or a stream in total) larger than this is cut: a 502
+    # before the client got anything, a connection closed mid-body after.
+    max_response_bytes: int = 128 * MiB
+    # Client connections one gateway process holds; past it new ones get a 503 and are
+    # closed (the process's open-file limit must be above it).
+    max_connections: int = 10_000
+    # A request's line and headers must arrive within this many seconds of its first byte
+    # (else 408 and close), whatever trickles in meanwhile ...
+    header_timeout: float = 10.0
+    # ... and its body within ``body_timeout`` seconds plus one second for every
+    # ``min_body_rate`` bytes received: a client sending slower than that is cut (408).
+    body_timeout: float = 30.0
+    min_body_rate: int = 16 * 1024
     key_cache_ttl: float = 30.0
     key_negative_ttl: float = 5.0
     usage_flush_interval: float = 1.0

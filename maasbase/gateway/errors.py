@@ -61,6 +61,24 @@ class RequestTooLarge(InvalidRequest):
     status_code = 413
 
 
+class UpstreamTooLarge(UpstreamFailed):
+    """The upstream's answer outgrew ``max_response_bytes``."""
+
+    code = "upstream_response_too_large"
+    retryable = False
+
+
+class RequestTimeout(InvalidRequest):
+    """The request's head or body arrived too slowly."""
+
+    code = "request_timeout"
+    status_code = 408
+
+
+class TooManyConnections(Unavailable):
+    code = "too_many_connections"
+
+
 class HeadersTooLarge(InvalidRequest):
     code = "request_header_fields_too_large"
     status_code = 431
@@ -85,6 +103,7 @@ _OPENAI_TYPES = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     431: "invalid_request_error",
     429: "rate_limit_error",
@@ -99,6 +118,7 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
@@ -120,7 +140,7 @@ def openai_error(exc: MaasError) -> tuple[int, Headers, bytes]:
     """``{"error": {"message", "type", "code", "param"}}`` with the error's status."""
     payload: dict[str, Any] = {
         "error": {
-            "message": exc.message,
+            "message": clip(exc.message, MESSAGE_CHARS),
             "type": _OPENAI_TYPES.get(exc.status_code, "server_error"),
             "code": exc.code,
             "param": exc.details.get("param"),
@@ -136,7 +156,7 @@ def anthropic_error(exc: MaasError) -> tuple[int, Headers, bytes]:
         "type": "error",
         "error": {
             "type": _ANTHROPIC_TYPES.get(exc.status_code, "api_error"),
-            "message": exc.message,
+            "message": clip(exc.message, MESSAGE_CHARS),
         },
     }
     body = json.dumps(payload).encode()
@@ -147,7 +167,7 @@ def openai_stream_error(exc: MaasError) -> bytes:
     """The SSE event that ends a stream which failed after its first byte."""
     payload = {
         "error": {
-            "message": exc.message,
+            "message": clip(exc.message, MESSAGE_CHARS),
             "type": _OPENAI_TYPES.get(exc.status_code, "server_error"),
             "code": exc.code,
             "param": None,
@@ -161,7 +181,7 @@ def anthropic_stream_error(exc: MaasError) -> bytes:
         "type": "error",
         "error": {
             "type": _ANTHROPIC_TYPES.get(exc.status_code, "api_error"),
-            "message": exc.message,
+            "message": clip(exc.message, MESSAGE_CHARS),
         },
     }
     return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
@@ -181,6 +201,22 @@ class ClientDisconnected(Exception):
     """The client went away; nothing more is sent to it."""
 
 
+class ResponseAborted(Exception):
+    """A response was cut short after it started: raised to an ASGI server so that it
+    closes the connection instead of ending the body as if it were whole."""
+
+
+ECHO_CHARS = 128  # of client input quoted in an error message
+UPSTREAM_MESSAGE_CHARS = 1024  # of an engine's error message passed on
+MESSAGE_CHARS = 2048  # of any error message the gateway answers
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` as an error message may quote it: at most ``limit`` characters, the
+    rest replaced by an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def upstream_error_message(body: bytes, status: int) -> str:
     """The message of an engine's error body (OpenAI or plain shapes)."""
     try:
@@ -191,7 +227,7 @@ def upstream_error_message(body: bytes, status: int) -> str:
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
+            return clip(str(error["message"]), UPSTREAM_MESSAGE_CHARS)
         if isinstance(error, str):
-            return error
+            return clip(error, UPSTREAM_MESSAGE_CHARS)
     return f"the model server answered HTTP {status}"

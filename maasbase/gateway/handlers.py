@@ -165,7 +165,7 @@ class Handlers:
         caller = await app.caller(call)
         model = ""
         try:
-            body = await call.read_body(app.config.max_body_bytes)
+            body = await call.read_body(app.body_limit(call.method, call.path))
             payload: dict[str, Any] | None = None
             if endpoint.multipart:
                 model, body_for = multipart_body_for(call, body)
@@ -276,7 +276,7 @@ class Handlers:
         model = ""
         relay: Relay
         try:
-            body = await call.read_body(app.config.max_body_bytes)
+            body = await call.read_body(app.body_limit(call.method, call.path))
             payload = parse_json_object(body)
             model = required_model(payload)
             caller.check_model(model)

@@ -9,11 +9,22 @@ answers go to the socket with one write per response (or per stream part).
 
 HTTP/1.1 as clients use it: keep-alive with an idle timeout, pipelined requests
 (answered in order), ``Expect: 100-continue``, chunked responses for streams (or
-close-delimited ones for HTTP/1.0), HEAD, write back-pressure, and body and header
-size limits answered with 413/431 in the OpenAI error shape. A client that goes
-away cancels its request's task, which closes the upstream connection. ``stop()``
+close-delimited ones for HTTP/1.0; ``native_call`` frames the answers), HEAD, write
+back-pressure, and body (per route)
+and header size limits answered with 413/431 in the OpenAI error shape. A client that
+goes away cancels its request's task, which closes the upstream connection. ``stop()``
 stops accepting, lets running requests finish for ``graceful_timeout`` seconds and
 then cuts the rest.
+
+At its edges, against clients that are slow or many on purpose: while a request is
+answered, reading stops once the head of the next one is in (at most one request body
+is read ahead, and its ``100 Continue`` waits for its turn); a request's head must
+arrive within ``header_timeout`` seconds and its body at ``min_body_rate`` bytes a
+second after a grace of ``body_timeout`` seconds, or it is answered 408 and the
+connection closes (one periodic sweep checks these deadlines and keep-alive expiry for
+every connection: no timer per request); past ``max_connections`` a new connection
+gets a 503 and is closed. A response whose upstream fails mid-body is cut: the
+connection closes without the last chunk (or before the content-length).
 """
 
 from __future__ import annotations
@@ -21,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import http
 import logging
 import socket
 from collections import deque
@@ -31,13 +41,16 @@ from urllib.parse import unquote
 import httptools
 
 from maasbase.common.errors import InvalidRequest, MaasError
-from maasbase.gateway.call import Call, Headers
+from maasbase.gateway.call import Headers
 from maasbase.gateway.errors import (
     ClientDisconnected,
     HeadersTooLarge,
+    RequestTimeout,
     RequestTooLarge,
-    openai_error,
+    TooManyConnections,
+    clip,
 )
+from maasbase.gateway.native_call import NativeCall, refusal
 
 if TYPE_CHECKING:
     from maasbase.gateway.app import GatewayApp
@@ -49,26 +62,16 @@ MAX_HEADER_BYTES = 64 * 1024
 # above headers plus one socket read of body (a read brings at most 256 KiB).
 HEAD_READ_LIMIT = 1024 * 1024
 TOO_LARGE = f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
-MAX_PIPELINED = 16  # requests parsed ahead of their turn before reading pauses
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
+LINGER = 1.0  # seconds a refused connection stays open for its 503 to be read
+SWEEP_MAX = 1.0  # seconds between deadline sweeps at most
 
-
-@functools.cache
-def status_line(status: int) -> bytes:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
-
-
-def head_lines(status: int, headers: Headers) -> list[bytes]:
-    """The status line and header lines of a response, without the closing blank line."""
-    parts = [status_line(status)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    return parts
+# What the sweep checks on a connection, since ``HttpConnection.since``.
+QUIET = 0  # nothing: a request is being answered, or waits for its turn
+IDLE = 1  # keep-alive expiry, between requests
+HEAD = 2  # the header deadline, while a request's head arrives
+BODY = 3  # the body deadline, while its body arrives
+CLOSING = 4  # a refused connection, closed after LINGER seconds
 
 
 @functools.lru_cache(maxsize=256)
@@ -81,84 +84,6 @@ def request_path(url: bytes) -> str:
             return ""
     path = url.partition(b"?")[0].decode("latin-1")
     return unquote(path) if "%" in path else path
-
-
-class NativeCall(Call):
-    __slots__ = (
-        "_body", "_chunked", "_conn", "_head", "_head_only", "complete", "http11", "keep_alive",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        conn: HttpConnection,
-        method: str,
-        path: str,
-        headers: Headers,
-        body: bytes,
-        *,
-        http11: bool,
-        keep_alive: bool,
-        affinity_header: bytes | None,
-    ) -> None:
-        super().__init__(method, path, headers, affinity_header)
-        self.http11 = http11
-        self._conn = conn
-        self._body = body
-        self._head = b""
-        self._chunked = False
-        self._head_only = method == "HEAD"
-        self.keep_alive = keep_alive
-        self.complete = False  # the whole response was handed to the socket
-
-    async def read_body(self, limit: int) -> bytes:
-        if len(self._body) > limit:
-            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
-        return self._body
-
-    async def start_response(self, status: int, headers: Headers, *, sse: bool = False) -> None:
-        self.response_started = True
-        self.sse = sse
-        parts = head_lines(status, headers)
-        sized = any(name == b"content-length" for name, _ in headers)
-        if not sized and not self._head_only:
-            if self.http11:
-                parts.append(b"transfer-encoding: chunked\r\n")
-                self._chunked = True
-            else:
-                self.keep_alive = False  # the end of the body is the end of the connection
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        self._head = b"".join(parts)  # sent with the first part of the body
-
-    async def raw(self, status: int, headers: Headers, body: bytes) -> None:
-        """A whole response with a known body, in one write."""
-        self.response_started = True
-        parts = head_lines(status, headers)
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += (b"content-length: %d\r\n\r\n" % len(body), b"" if self._head_only else body)
-        self.complete = True
-        self._conn.finish(self, b"".join(parts))
-
-    def _frame(self, data: bytes) -> bytes:
-        if self._head_only or not data:
-            return b""
-        return b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
-
-    async def write(self, data: bytes) -> None:
-        out = self._head + self._frame(data)
-        self._head = b""
-        if out:
-            await self._conn.send(out)
-
-    async def end(self, data: bytes = b"") -> None:
-        out = self._head + self._frame(data)
-        if self._chunked and not self._head_only:
-            out += LAST_CHUNK
-        self._head = b""
-        self.complete = True
-        self._conn.finish(self, out)
 
 
 class HttpConnection(asyncio.Protocol):
@@ -178,7 +103,13 @@ class HttpConnection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.drain: asyncio.Future[None] | None = None
-        self.idle_since: float | None = None  # between requests, since when
+        self.phase = IDLE  # what the sweep checks (see the constants)
+        self.since = 0.0  # when the phase began
+        self.continue_due = False  # a 100 Continue waits for this request's turn
+        self._in_message = False  # between the first byte of a request and its end
+        self._method = ""
+        self._path = ""
+        self._limit = 0  # the body limit of the request being read
         self._url = b""
         self._headers: Headers = []
         self._in_head = True  # between the start of a request and the end of its headers
@@ -189,8 +120,12 @@ class HttpConnection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.server.connections.add(self)
-        self.idle_since = self.loop.time()
+        server = self.server
+        full = len(server.connections) >= server.max_connections
+        server.connections.add(self)
+        self.since = self.loop.time()
+        if full:
+            self._refuse()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -203,12 +138,11 @@ class HttpConnection(asyncio.Protocol):
         self._wake_writer()
 
     def data_received(self, data: bytes) -> None:
+        if self.unparsed:
+            return
         self._feed(data)
         if self.call is None:
             self._start_next()
-        elif len(self.ready) >= MAX_PIPELINED and self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close; a client that half-closes is treated as gone
@@ -222,8 +156,6 @@ class HttpConnection(asyncio.Protocol):
 
     # parsing
     def _feed(self, data: bytes) -> None:
-        if self.unparsed:
-            return
         if self._in_head:  # bound what a request whose headers never end can hold
             self._head_bytes += len(data)
             if self._head_bytes > HEAD_READ_LIMIT:
@@ -233,6 +165,7 @@ class HttpConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.unparsed = True  # answered as a plain request, then the connection closes
+            self.phase = QUIET
             last = self.ready[-1] if self.ready else self.call
             if last is not None:
                 last.keep_alive = False
@@ -245,7 +178,9 @@ class HttpConnection(asyncio.Protocol):
             self._reject(InvalidRequest(f"malformed HTTP request ({exc})"))
 
     def on_message_begin(self) -> None:
-        self.idle_since = None
+        self._in_message = True
+        self.phase = HEAD
+        self.since = self.loop.time()
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
@@ -271,26 +206,37 @@ class HttpConnection(asyncio.Protocol):
                 expect = value
         if size > MAX_HEADER_BYTES:
             raise HeadersTooLarge(TOO_LARGE)
-        limit = self.app.config.max_body_bytes
+        method = self._method = self.parser.get_method().decode("latin-1")
+        path = self._path = request_path(self._url)
+        limit = self._limit = self.app.body_limit(method, path)
         if length.isdigit() and int(length) > limit:
-            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
-        if expect.lower() == b"100-continue" and self.transport is not None:
-            self.transport.write(CONTINUE)
+            raise RequestTooLarge(too_large(method, path, limit))
+        expects = expect.lower() == b"100-continue"
+        if self.call is not None or self.ready:  # pipelined behind an unfinished answer
+            self.phase = QUIET
+            self.continue_due = expects
+            self._pause_reading()  # its body, at most, is read before its turn
+        else:
+            self.phase = BODY
+            self.since = self.loop.time()
+            if expects and self.transport is not None:
+                self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        limit = self.app.config.max_body_bytes
-        if self._body_size > limit:
-            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+        if self._body_size > self._limit:
+            raise RequestTooLarge(too_large(self._method, self._path, self._limit))
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = self.continue_due = False
+        self.phase = QUIET
         parser = self.parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         call = NativeCall(
             self,
-            parser.get_method().decode("latin-1"),
-            request_path(self._url),
+            self._method,
+            self._path,
             self._headers,
             body,
             http11=parser.get_http_version() == "1.1",
@@ -299,35 +245,93 @@ class HttpConnection(asyncio.Protocol):
         )
         self.ready.append(call)
 
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        self.read_paused = False
+        self.since = self.loop.time()  # the deadlines did not run while reading was paused
+        if self.transport is not None:
+            self.transport.resume_reading()
+
     def _start_next(self) -> None:
-        """Run the next request received, or wait idle for one."""
+        """Run the next request received, or wait for one (or for the rest of one)."""
         if self.ready and not self.lost:
             call = self.call = self.ready.popleft()
             task = call.task = self.loop.create_task(self.app.handle(call))
             task.add_done_callback(functools.partial(self._handled, call))
-            if self.read_paused and len(self.ready) < MAX_PIPELINED and self.transport:
-                self.read_paused = False
-                self.transport.resume_reading()
+            if self.read_paused and not self.ready and not self._in_message:
+                self._resume_reading()
         elif self.rejection:
             self._send_rejection()
         elif not self.lost:
-            self.idle_since = self.loop.time()
+            if self.read_paused:
+                self._resume_reading()
+            if not self._in_message:
+                self.phase = IDLE
+                self.since = self.loop.time()
+            elif self.phase == QUIET:  # its head came early: now its body may follow
+                self.phase = BODY
+                self.since = self.loop.time()
+                if self.continue_due and self.transport is not None:
+                    self.continue_due = False
+                    self.transport.write(CONTINUE)
             if self.server.stopping:
                 self.shutdown()
 
     def _reject(self, error: MaasError) -> None:
         """Answer a request the parser refused (after the answers to the requests before
         it), and close."""
-        status, headers, body = openai_error(error)
-        head = head_lines(status, headers)
-        self.rejection = b"".join([*head, b"connection: close\r\n\r\n", body])
+        self.rejection = refusal(error)
         self.unparsed = True
+        self.phase = QUIET
         if self.call is None and not self.ready:
             self._send_rejection()
 
     def _send_rejection(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(self.rejection)
+            self.transport.close()
+
+    def _refuse(self) -> None:
+        """Answer 503 at once and close soon: the process holds its maximum of connections."""
+        self.unparsed = True
+        self.phase = CLOSING
+        self.server.refused += 1
+        transport = self.transport
+        if transport is not None:
+            transport.write(self.server.full_answer)
+            if transport.can_write_eof():
+                transport.write_eof()  # what the client sent is read and dropped until it closes
+
+    # deadlines
+    def expire(self, now: float) -> None:
+        """Close the connection, or answer 408, when its phase outlived its deadline."""
+        phase = self.phase
+        if phase == QUIET or self.read_paused:
+            return
+        server = self.server
+        elapsed = now - self.since
+        if phase == IDLE:
+            if elapsed > server.keep_alive and self.transport is not None:
+                self.transport.close()
+        elif phase == HEAD:
+            if elapsed > server.header_timeout:
+                message = (
+                    f"the request line and headers took longer than {server.header_timeout:g} s"
+                    " to arrive; send them at once"
+                )
+                self._reject(RequestTimeout(message))
+        elif phase == BODY:
+            if elapsed > server.body_timeout + self._body_size / server.min_body_rate:
+                message = (
+                    f"the request body arrived slower than {server.min_body_rate} bytes/s; "
+                    "send it faster or retry on a better connection"
+                )
+                self._reject(RequestTimeout(message))
+        elif elapsed > LINGER and self.transport is not None:  # CLOSING
             self.transport.close()
 
     # answering
@@ -360,6 +364,20 @@ class HttpConnection(asyncio.Protocol):
             self.call = None
             self._start_next()
 
+    def cut(self, data: bytes, *, reset: bool) -> None:
+        """The last bytes of a response that is not whole, then the end of the connection:
+        closed (or reset, when nothing else would tell the client of the cut)."""
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            return
+        self.ready.clear()
+        if data:
+            transport.write(data)
+        if reset:
+            transport.abort()
+        else:
+            transport.close()
+
     def _handled(self, call: NativeCall, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             logger.error("gateway request failed", exc_info=task.exception())
@@ -367,13 +385,6 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()  # the response is cut short: nothing else can follow
         if self.call is call:
             self.call = None
-
-    def close_if_idle(self, since: float) -> None:
-        """Close when no request has started since ``since`` (keep-alive expiry)."""
-        idle = self.idle_since
-        quiet = idle is not None and idle <= since and self.call is None and not self.ready
-        if quiet and self.transport is not None:
-            self.transport.close()
 
     def shutdown(self) -> None:
         """Close now if between requests; otherwise after the current response."""
@@ -389,15 +400,32 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+def too_large(method: str, path: str, limit: int) -> str:
+    if not limit:
+        return f"{method} {clip(path)} takes no request body"
+    return f"the request body is larger than {limit} bytes, the limit of {method} {clip(path)}"
+
+
 class GatewayServer:
     """Serves a ``GatewayApp`` on a listening socket until ``stop()``."""
 
     def __init__(
         self, app: GatewayApp, *, keep_alive: float = 75.0, graceful_timeout: float = 30.0
     ) -> None:
+        config = app.config
         self.app = app
         self.keep_alive = keep_alive
         self.graceful_timeout = graceful_timeout
+        self.header_timeout = config.header_timeout
+        self.body_timeout = config.body_timeout
+        self.min_body_rate = max(1, config.min_body_rate)
+        self.max_connections = config.max_connections
+        full = TooManyConnections(
+            f"the gateway holds its maximum of {self.max_connections} connections; retry "
+            "shortly, or reuse connections (keep-alive)"
+        )
+        self.full_answer = refusal(full)
+        self.refused = 0  # connections refused since the last sweep
         self.connections: set[HttpConnection] = set()
         self.started = asyncio.Event()
         self.stopping = False
@@ -416,7 +444,7 @@ class GatewayServer:
             listener = await loop.create_server(
                 lambda: HttpConnection(self), sock=sock, backlog=4096
             )
-            sweeper = loop.create_task(self._close_idle(), name="gateway-keep-alive")
+            sweeper = loop.create_task(self._sweep(), name="gateway-deadlines")
             stack.push_async_callback(self._shut_down, listener, sweeper)
             self.started.set()
             await self._stop.wait()
@@ -426,15 +454,24 @@ class GatewayServer:
         listener.close()
         await self._drain_connections()
 
-    async def _close_idle(self) -> None:
-        """Close connections idle for ``keep_alive`` seconds (one sweep for all of them,
-        instead of a timer per request)."""
+    async def _sweep(self) -> None:
+        """Apply every connection's deadline (keep-alive, header, body) in one periodic
+        sweep, instead of a timer per request."""
         loop = asyncio.get_running_loop()
+        shortest = min(self.keep_alive, self.header_timeout, self.body_timeout)
+        period = min(shortest / 2, SWEEP_MAX)  # deadlines are kept within one period
         while True:
-            await asyncio.sleep(min(self.keep_alive / 2, 5.0))
-            since = loop.time() - self.keep_alive
+            await asyncio.sleep(period)
+            now = loop.time()
             for conn in list(self.connections):
-                conn.close_if_idle(since)
+                conn.expire(now)
+            if self.refused:
+                logger.warning(
+                    "refused %d connections: the gateway holds its maximum of %d (max_connections)",
+                    self.refused,
+                    self.max_connections,
+                )
+                self.refused = 0
 
     def closed(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)

@@ -100,6 +100,7 @@ def server_config(app: ASGIApp, **overrides: Any) -> uvicorn.Config:
         "date_header": False,
         "proxy_headers": False,
         "timeout_keep_alive": 75,
+        "limit_concurrency": GatewayConfig.max_connections,  # then 503 and close
         "timeout_graceful_shutdown": 30,  # then streams still open are cut
         "backlog": 4096,
     }

@@ -8,7 +8,9 @@ connections are reused LIFO per origin and dropped after ``keepalive_expiry`` se
 below the 5 s idle timeout of common engine servers; a request whose reused connection
 turns out to be closed before any response byte is sent again on a fresh connection.
 A response body is read whole (``read``) or chunk by chunk (``next_chunk``), with
-reading paused while more than ``HIGH_WATER`` bytes wait for a slow client.
+reading paused while more than ``HIGH_WATER`` bytes wait for a slow client; a body
+larger than ``max_response_bytes`` closes the connection and fails with
+``UpstreamTooLarge``.
 ``aiohttp_upstream.AiohttpUpstreamClient`` implements the same seam on aiohttp.
 """
 
@@ -25,10 +27,11 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from maasbase.gateway.errors import UpstreamFailed, UpstreamTimeout
+from maasbase.gateway.errors import UpstreamFailed, UpstreamTimeout, UpstreamTooLarge
 
 Headers = Sequence[tuple[bytes, bytes]]
 HIGH_WATER = 256 * 1024
+MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
@@ -91,8 +94,9 @@ def split_url(url: str) -> tuple[Origin, bytes]:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
         self.loop = loop
+        self.max_body = max_body
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -104,6 +108,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
+        self.body_size = 0
         self.received = False
         self.headers_done = False
         self.complete = False
@@ -152,6 +157,17 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.error is not None:
+            return
+        self.body_size += len(body)
+        if self.body_size > self.max_body:
+            self.error = UpstreamTooLarge(
+                f"the model server's answer is larger than {self.max_body} bytes, the "
+                "gateway's max_response_bytes; ask for less (max_tokens, fewer inputs)"
+            )
+            self.close()
+            self._wake()
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > self.high_water and not self.paused and self.transport is not None:
@@ -160,6 +176,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.error is not None:
+            return  # the body was cut at max_body
         self.complete = True
         self._wake()
 
@@ -219,6 +237,8 @@ class PooledResponse:
         return self._conn
 
     async def _wait(self, conn: _Connection) -> None:
+        if isinstance(conn.error, UpstreamTooLarge):
+            raise conn.error
         if conn.error is not None:
             raise UpstreamFailed(
                 f"{self._origin.label} failed while sending its response ({conn.error!r})"
@@ -263,8 +283,10 @@ class PooledUpstreamClient:
         keepalive_expiry: float = 4.0,
         max_idle_per_origin: int = 1024,
         ssl_context: ssl.SSLContext | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.connect_timeout = connect_timeout
+        self.max_response_bytes = max_response_bytes
         self.read_timeout = read_timeout
         self.keepalive_expiry = keepalive_expiry
         self.max_idle_per_origin = max_idle_per_origin
@@ -282,7 +304,7 @@ class PooledUpstreamClient:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: _Connection(loop, self.max_response_bytes),
                     origin.host,
                     origin.port,
                     ssl=self._ssl_context() if origin.tls else None,

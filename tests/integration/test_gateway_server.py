@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,7 +21,8 @@ from maasbase.gateway.app import GatewayApp, create_gateway_app
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.fakes import FakeKeyResolver, FakeRoutingSource, MemoryUsageSink, grant
 from maasbase.gateway.fakes import routing_table as table
-from maasbase.gateway.server import GatewayServer, request_path
+from maasbase.gateway.native_call import LAST_CHUNK
+from maasbase.gateway.server import CONTINUE, GatewayServer, request_path
 from maasbase.gateway.testing import StubUpstream, eventually, listening_socket
 
 pytestmark = pytest.mark.integration
@@ -122,18 +124,22 @@ class Served:
                 await writer.wait_closed()
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+@contextlib.asynccontextmanager
+async def serve(config: GatewayConfig, *, receive_buffer: int = 0) -> AsyncIterator[Served]:
+    """The gateway on its own server with ``config`` (keep-alive 0.4 s), a stub upstream
+    behind it; ``receive_buffer`` fixes the kernel's receive buffer of its connections."""
     stub = StubUpstream()
     await stub.start()
     app = create_gateway_app(
         routes=FakeRoutingSource(table("1", {"m": [stub.base_url]})),
         keys=FakeKeyResolver({KEY.decode(): grant(1)}),
         usage=MemoryUsageSink(),
-        config=GatewayConfig(max_body_bytes=4096, usage_flush_interval=0.02),
+        config=config,
     )
     server = GatewayServer(app, keep_alive=0.4, graceful_timeout=2)
     sock = listening_socket()
+    if receive_buffer:  # inherited by accepted sockets
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     task = asyncio.get_running_loop().create_task(server.serve(sock))
     await asyncio.wait_for(server.started.wait(), 5)
     served = Served(app, server, stub, sock.getsockname()[1], task)
@@ -145,6 +151,12 @@ async def served() -> AsyncIterator[Served]:
         await asyncio.wait_for(task, 10)
         sock.close()
         await stub.aclose()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serve(GatewayConfig(max_body_bytes=4096, usage_flush_interval=0.02)) as served:
+        yield served
 
 
 async def test_keep_alive_serves_requests_one_after_another(served: Served) -> None:
@@ -304,3 +316,202 @@ def test_request_paths_are_decoded() -> None:
     assert request_path(b"/v1/models/org%2Fname?x=1") == "/v1/models/org/name"
     assert request_path(b"http://gw:8080/v1/models") == "/v1/models"
     assert request_path(b"/healthz") == "/healthz"
+
+
+# At the edges: clients that are slow, many or pipelining, upstreams that break or flood.
+
+STREAM = json.dumps({**json.loads(CHAT), "stream": True}).encode()
+SHORT = {"usage_flush_interval": 0.02, "header_timeout": 0.3, "body_timeout": 0.3}
+
+
+async def read_to_end(reader: Reader, within: float = 5.0) -> bytes:
+    """Every byte the server sends until it closes the connection."""
+    raw = b""
+    async with asyncio.timeout(within):
+        while data := await reader.reader.read(65536):
+            raw += data
+    return raw
+
+
+async def test_continue_waits_until_the_answers_before_it_are_sent(served: Served) -> None:
+    served.stub.chunk_delay = 0.02  # the first answer streams for a while
+    reader, writer = await served.connect()
+    head = post("/v1/chat/completions", b"", extra=b"expect: 100-continue\r\n")
+    head = head.replace(b"content-length: 0", b"content-length: %d" % len(CHAT))
+    writer.write(post("/v1/chat/completions", STREAM) + head)
+    raw = await reader.reader.readuntil(CONTINUE)
+    stream_end = raw.find(LAST_CHUNK)
+    assert stream_end != -1, "100 Continue arrived inside the answer before it"
+    assert raw.endswith(LAST_CHUNK + CONTINUE)  # right after that answer, not before
+    writer.write(CHAT)
+    rest = Reader(reader.reader)
+    answer = await rest.next()
+    assert answer.status == 200
+    assert answer.json()["object"] == "chat.completion"
+
+
+async def test_a_pipelined_body_waits_in_the_client_until_its_turn() -> None:
+    body = b"x" * (2 * 1024 * 1024)  # not JSON: answered 400 when its turn comes
+    config = GatewayConfig(max_json_body_bytes=4 * 1024 * 1024, usage_flush_interval=0.02)
+    async with serve(config, receive_buffer=128 * 1024) as served:
+        served.stub.delay = 1.0
+        reader, writer = await served.connect()
+        client = writer.get_extra_info("socket")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 128 * 1024)
+        writer.write(post("/v1/chat/completions", CHAT))
+        await eventually(lambda: served.stub.count == 1)
+        writer.write(post("/v1/chat/completions", body) + post("/v1/chat/completions", body))
+        await asyncio.sleep(0.3)  # the first request is still being answered
+        unsent = writer.transport.get_write_buffer_size()
+        print(f"bytes the gateway left in the client while answering the first request: {unsent}")
+        assert unsent > len(body)  # at most one body was read ahead (or part of one)
+        assert [c.read_paused for c in served.server.connections] == [True]
+        assert (await reader.next()).status == 200
+        assert (await reader.next()).status == 400
+        assert (await reader.next()).status == 400
+
+
+@contextlib.asynccontextmanager
+async def trickling(writer: asyncio.StreamWriter, byte: bytes) -> AsyncIterator[None]:
+    """Send ``byte`` every 50 ms (for 5 s at most) while the block runs."""
+
+    async def trickle() -> None:
+        for _ in range(100):
+            if writer.is_closing():
+                return
+            writer.write(byte)
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.get_running_loop().create_task(trickle())
+    try:
+        yield
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+async def test_a_head_that_trickles_in_is_cut_at_the_header_deadline() -> None:
+    async with serve(GatewayConfig(**SHORT)) as served:  # type: ignore[arg-type]
+        reader, writer = await served.connect()
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: gw\r\nx-slow: ")
+        async with trickling(writer, b"x"):  # each byte would have reset an idle timer
+            answer = await reader.next()
+            assert answer.status == 408
+            assert answer.json()["error"]["code"] == "request_timeout"  # type: ignore[index]
+            assert await reader.closed()
+
+
+async def test_a_body_that_trickles_in_is_cut_at_the_body_deadline() -> None:
+    config = GatewayConfig(**SHORT, min_body_rate=1000)  # type: ignore[arg-type]
+    async with serve(config) as served:
+        reader, writer = await served.connect()
+        writer.write(post("/v1/chat/completions", b"").replace(b"length: 0", b"length: 4000"))
+        async with trickling(writer, b" "):  # 20 bytes a second, far below 1000
+            answer = await reader.next()
+            assert answer.status == 408
+            assert "slower" in answer.json()["error"]["message"]  # type: ignore[index]
+            assert await reader.closed()
+        assert served.stub.count == 0
+
+        reader, writer = await served.connect()  # a body at a normal pace is fine
+        writer.write(post("/v1/chat/completions", CHAT)[: -len(CHAT)])
+        await asyncio.sleep(0.05)
+        writer.write(CHAT)
+        assert (await reader.next()).status == 200
+
+
+async def test_connections_past_the_cap_get_a_503_and_are_closed() -> None:
+    config = GatewayConfig(max_connections=2, usage_flush_interval=0.02)
+    async with serve(config) as served:
+        held = [await served.connect() for _ in range(2)]
+        for reader, writer in held:
+            writer.write(get("/healthz"))
+            assert (await reader.next()).status == 200
+        reader, writer = await served.connect()
+        writer.write(get("/healthz"))
+        answer = await reader.next()
+        assert answer.status == 503
+        assert answer.headers[b"connection"] == b"close"
+        assert answer.json()["error"]["code"] == "too_many_connections"  # type: ignore[index]
+        assert await reader.closed()
+        held[0][1].close()  # a place frees up
+        await eventually(lambda: len(served.server.connections) < 2, within=3)
+        reader, writer = await served.connect()
+        writer.write(get("/healthz"))
+        assert (await reader.next()).status == 200
+
+
+async def test_an_upstream_that_breaks_mid_stream_cuts_the_connection(served: Served) -> None:
+    served.stub.break_after = 2
+    reader, writer = await served.connect()
+    writer.write(post("/v1/chat/completions", STREAM) + get("/healthz"))
+    raw = await read_to_end(reader)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding: chunked" in head
+    assert b"failed while sending" in body  # the error event, for SDKs
+    assert not body.endswith(LAST_CHUNK)  # but no last chunk: the body is visibly cut
+    assert b"HTTP/1.1" not in body  # and the pipelined request behind it is not answered
+
+
+async def test_an_upstream_answer_over_the_cap_is_refused_or_cut() -> None:
+    config = GatewayConfig(max_response_bytes=2000, usage_flush_interval=0.02)
+    async with serve(config) as served:
+        served.stub.completion_tokens = 1000  # a long answer
+        reader, writer = await served.connect()
+        writer.write(post("/v1/chat/completions", CHAT))
+        answer = await reader.next()
+        assert answer.status == 502
+        error = answer.json()["error"]
+        assert error["code"] == "upstream_response_too_large"  # type: ignore[index]
+        assert "max_response_bytes" in error["message"]  # type: ignore[index]
+        writer.write(get("/healthz"))  # nothing was started: the connection goes on
+        assert (await reader.next()).status == 200
+
+        served.stub.chunk_delay = 0.005
+        reader, writer = await served.connect()
+        writer.write(post("/v1/chat/completions", STREAM))
+        raw = await read_to_end(reader)
+        assert raw.startswith(b"HTTP/1.1 200 OK")
+        assert b"upstream_response_too_large" in raw
+        assert not raw.endswith(LAST_CHUNK)
+        assert len(raw) < 4000
+
+
+async def test_bodies_are_capped_per_route_and_echoes_are_bounded() -> None:
+    config = GatewayConfig(max_json_body_bytes=1024, usage_flush_interval=0.02)
+    async with serve(config) as served:
+        reader, writer = await served.connect()
+        writer.write(post("/v1/chat/completions", b"{" + b" " * 2000 + b"}"))
+        answer = await reader.next()
+        assert answer.status == 413
+        assert "/v1/chat/completions" in answer.json()["error"]["message"]  # type: ignore[index]
+
+        reader, writer = await served.connect()  # uploads may be larger than JSON bodies
+        form = (b"--b\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nm\r\n"
+                b"--b\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+                b"\r\n" + b"\0" * 2000 + b"\r\n--b--\r\n")  # fmt: skip
+        request = post("/v1/audio/transcriptions", form)
+        writer.write(request.replace(b"application/json", b"multipart/form-data; boundary=b"))
+        assert (await reader.next()).status == 200
+
+        reader, writer = await served.connect()  # GET endpoints take no body
+        writer.write(get("/v1/models").replace(b"\r\n\r\n", b"\r\ncontent-length: 2\r\n\r\n{}"))
+        answer = await reader.next()
+        assert answer.status == 413
+        assert "takes no request body" in answer.json()["error"]["message"]  # type: ignore[index]
+
+        reader, writer = await served.connect()  # client input is quoted, not echoed whole
+        name = "m" * 900
+        writer.write(post("/v1/chat/completions", json.dumps({"model": name}).encode()))
+        answer = await reader.next()
+        assert answer.status == 404
+        message = answer.json()["error"]["message"]  # type: ignore[index]
+        assert isinstance(message, str)
+        assert "\u2026" in message
+        assert len(message) < 300
+        writer.write(get("/v1/" + "p" * 900))
+        message = (await reader.next()).json()["error"]["message"]  # type: ignore[index]
+        assert isinstance(message, str)
+        assert len(message) < 300
