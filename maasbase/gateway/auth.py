@@ -24,7 +24,7 @@ from maasbase.common.clock import Clock, SystemClock
 from maasbase.common.errors import MaasError, Unavailable
 from maasbase.common.routing import UNKNOWN_KEY, KeyCheck, KeyGrant, KeyRefused
 from maasbase.gateway.control import ControlPlaneClient
-from maasbase.gateway.errors import InvalidApiKey, ModelNotAllowed, ScopeNotAllowed
+from maasbase.gateway.errors import InvalidApiKey, ModelNotAllowed, ScopeNotAllowed, clip
 from maasbase.gateway.limits import UserBucket, has_limits
 
 logger = logging.getLogger("maasbase.gateway.auth")
@@ -99,7 +99,7 @@ class Caller:
     def check_model(self, model: str) -> None:
         if not self.may_use(model):
             raise ModelNotAllowed(
-                f"this API key may not use model '{model}'; ask an administrator to add it "
+                f"this API key may not use model '{clip(model)}'; ask an administrator to add it "
                 "to the key's allowed models",
                 details={"param": "model"},
             )
