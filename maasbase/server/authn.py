@@ -62,6 +62,8 @@ async def from_access_token(
     except tokens.InvalidToken as exc:
         raise Unauthenticated(str(exc)) from exc
     user = await users_db.get(session, claims.user_id)
+    if user is not None and claims.account != tokens.account_tag(user.username, user.created_at):
+        user = None  # the token's account was deleted; this is another one with its id
     _check_active(user)
     assert user is not None
     if claims.token_version != user.token_version:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select
 
 from maasbase.server import bootstrap
 from maasbase.server.db import system_settings
+from maasbase.server.db.tables import SystemSetting
 from tests.integration.conftest import ADMIN_PASSWORD, Harness
 
 pytestmark = pytest.mark.integration
@@ -158,8 +159,9 @@ async def test_signing_secret_is_derived_not_stored(harness: Harness) -> None:
         await session.commit()
     assert result.jwt_secret == state.jwt_secret  # derived from the same secret key
     async with state.engine.connect() as connection:
-        rows = await connection.execute(text("SELECT value FROM system_settings"))
-        values = [row.value for row in rows]
-    assert "old-signing-secret" not in values
-    assert state.jwt_secret not in values
-    assert len(values) == 1  # the registration token's hash only
+        rows = await connection.execute(select(SystemSetting.key, SystemSetting.value))
+        stored = {row.key: row.value for row in rows}
+    assert "old-signing-secret" not in stored.values()
+    assert state.jwt_secret not in stored.values()
+    # The registration token's hash, and the row credential-change writers lock.
+    assert sorted(stored) == ["credential_feed_lock", system_settings.REGISTRATION_TOKEN_HASH]

@@ -26,6 +26,7 @@ def issue_session(state: ServerState, user: User, response: Response) -> TokenRe
     token = tokens.issue(
         state.jwt_secret,
         user_id=user.id,
+        account=tokens.account_tag(user.username, user.created_at),
         token_version=user.token_version,
         now=state.clock.now(),
         ttl=ttl,

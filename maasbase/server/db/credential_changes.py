@@ -1,4 +1,10 @@
-"""Data functions for the credential-change feed gateways follow."""
+"""Data functions for the credential-change feed gateways follow.
+
+Writers lock one row (``FEED_LOCK`` in ``system_settings``) before they take an id, and
+hold it until their transaction ends: changes therefore commit in the order of their
+ids, and a gateway that has read up to id N never misses a change numbered below N that
+commits later. (SQLite has one writer at a time anyway.)
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from maasbase.server.db.tables import CredentialChange
+from maasbase.server.db.tables import CredentialChange, SystemSetting
 
 KEEP = timedelta(hours=1)
+FEED_LOCK = "credential_feed_lock"
 
 
 async def record(
@@ -18,6 +25,10 @@ async def record(
     user_id: int | None = None,
 ) -> None:  # fmt: skip
     """Add a change to the caller's transaction, and prune rows older than ``KEEP``."""
+    lock = await session.get(SystemSetting, FEED_LOCK, with_for_update=True, populate_existing=True)
+    if lock is None:  # a database the migration did not seed (tests that create tables)
+        session.add(SystemSetting(key=FEED_LOCK, value="-"))
+        await session.flush()
     session.add(CredentialChange(access_key=access_key, user_id=user_id, at=now))
     await session.execute(delete(CredentialChange).where(CredentialChange.at < now - KEEP))
     await session.flush()

@@ -1,13 +1,16 @@
 """Signed access tokens (JWT, HS256) for logged-in users, also used as the session cookie.
 
 Each token carries a random id (``jti``) so that logging out can end that one session
-(``revoked_sessions``) before it expires.
+(``revoked_sessions``) before it expires, and names its account beyond the user's id
+(``acc``: username and creation time), so a token never passes to another account that
+later gets the same id (SQLite hands out the largest deleted id again).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 import jwt
 
@@ -21,14 +24,23 @@ class TokenClaims:
     token_version: int
     expires_at: float
     jti: str
+    account: str
 
 
 class InvalidToken(Exception):
     pass
 
 
-def issue(secret: str, *, user_id: int, token_version: int, now: float, ttl: int) -> str:
+def account_tag(username: str, created_at: datetime) -> str:
+    """What tells one account from another that later reuses its id."""
+    return f"{username}@{int(created_at.timestamp())}"
+
+
+def issue(
+    secret: str, *, user_id: int, account: str, token_version: int, now: float, ttl: int
+) -> str:
     payload = {
+        "acc": account,
         "sub": str(user_id),
         "ver": token_version,
         "iat": int(now),
@@ -47,7 +59,7 @@ def verify(secret: str, token: str, *, now: float) -> TokenClaims:
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             options={
-                "require": ["sub", "exp", "ver", "jti"],
+                "require": ["sub", "exp", "ver", "jti", "acc"],
                 # Time is checked below against the injected clock.
                 "verify_exp": False,
                 "verify_iat": False,
@@ -59,6 +71,7 @@ def verify(secret: str, token: str, *, now: float) -> TokenClaims:
             token_version=int(payload["ver"]),
             expires_at=float(payload["exp"]),
             jti=str(payload["jti"]),
+            account=str(payload["acc"]),
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken("invalid access token") from exc

@@ -31,10 +31,10 @@ SECRET = "s" * 48
 
 
 def test_access_tokens() -> None:
-    token = tokens.issue(SECRET, user_id=7, token_version=3, now=1000.0, ttl=60)
+    token = tokens.issue(SECRET, user_id=7, account="ann@1", token_version=3, now=1000.0, ttl=60)
     claims = tokens.verify(SECRET, token, now=1030.0)
-    assert (claims.user_id, claims.token_version) == (7, 3)
-    again = tokens.issue(SECRET, user_id=7, token_version=3, now=1000.0, ttl=60)
+    assert (claims.user_id, claims.account, claims.token_version) == (7, "ann@1", 3)
+    again = tokens.issue(SECRET, user_id=7, account="ann@1", token_version=3, now=1000.0, ttl=60)
     assert tokens.verify(SECRET, again, now=1030.0).jti != claims.jti  # logout ends one
     with pytest.raises(tokens.InvalidToken, match="expired"):
         tokens.verify(SECRET, token, now=1061.0)

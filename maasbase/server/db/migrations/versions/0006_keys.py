@@ -18,6 +18,10 @@ branch_labels = None
 depends_on = None
 
 
+FEED_LOCK = "credential_feed_lock"
+_SETTINGS = sa.table("system_settings", sa.column("key", sa.String), sa.column("value", sa.Text))
+
+
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("rpm_limit", sa.Integer(), nullable=True))
@@ -35,9 +39,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_credential_changes"),
     )
     op.create_index("ix_credential_changes_at", "credential_changes", ["at"])
+    # The row writers of the feed lock, so changes commit in the order of their ids.
+    op.bulk_insert(_SETTINGS, [{"key": FEED_LOCK, "value": "-"}])
 
 
 def downgrade() -> None:
+    op.execute(_SETTINGS.delete().where(_SETTINGS.c.key == FEED_LOCK))
     op.drop_index("ix_credential_changes_at", table_name="credential_changes")
     op.drop_table("credential_changes")
     with op.batch_alter_table("users") as batch:
