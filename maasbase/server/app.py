@@ -15,11 +15,13 @@ from maasbase.server.api import (
     auth,
     backends,
     catalog,
+    docs,
     errors,
     gateway_sync,
     health,
     instance_logs,
     models,
+    openapi,
     providers,
     usage,
     users,
@@ -67,7 +69,7 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         version=__version__,
         description="Management API of MaaS-Base. Authenticate with "
         "'Authorization: Bearer <API key or access token>'.",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -75,6 +77,7 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
     registry = new_registry()
     app.state.metrics_registry = registry
     errors.install(app)
+    openapi.install(app)
     for module in (
         health,
         auth,
@@ -89,6 +92,7 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         providers,
         gateway_sync,
         usage,
+        docs,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))

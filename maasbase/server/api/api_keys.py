@@ -8,8 +8,10 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 
 from maasbase.common.auth import Principal
+from maasbase.common.bounds import Id, shorten
 from maasbase.common.errors import Conflict, InvalidRequest, NotFound
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db.tables import ApiKey
 from maasbase.server.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyLimits, ApiKeyOut
@@ -32,7 +34,7 @@ async def _load_visible(session: Session, caller: Principal, key_id: int) -> Api
     return key
 
 
-@router.post("", response_model=ApiKeyCreated, status_code=201)
+@router.post("", response_model=ApiKeyCreated, status_code=201, responses=error_responses(409))
 async def create_key(
     body: ApiKeyCreate, caller: Caller, session: Session, state: State
 ) -> ApiKeyCreated:
@@ -41,7 +43,7 @@ async def create_key(
     if body.expires_at is not None and body.expires_at <= now:
         raise InvalidRequest("expires_at is in the past; give a future time")
     if await api_keys_db.name_taken(session, user_id, body.name):
-        raise Conflict(f"you already have an API key named {body.name!r}; pick another name")
+        raise Conflict(f"you already have an API key named {shorten(body.name)}; pick another name")
     material = key_material.generate()
     try:
         key = await api_keys_db.create(
@@ -62,7 +64,7 @@ async def create_key(
     except IntegrityError as exc:
         await session.rollback()
         raise Conflict(
-            f"you already have an API key named {body.name!r}; pick another name"
+            f"you already have an API key named {shorten(body.name)}; pick another name"
         ) from exc
     out = ApiKeyOut.model_validate(key)
     return ApiKeyCreated(**out.model_dump(), key=material.full_key)
@@ -73,7 +75,7 @@ async def list_keys(
     caller: Caller,
     session: Session,
     paging: Paging,
-    user_id: int | None = Query(default=None, description="Admins: only this user's keys."),
+    user_id: Id | None = Query(default=None, description="Admins: only this user's keys."),
     include_revoked: bool = False,
 ) -> Page[ApiKeyOut]:
     owner = user_id if caller.is_admin else caller.user_id
@@ -88,12 +90,12 @@ async def list_keys(
 
 
 @router.get("/{key_id}", response_model=ApiKeyOut)
-async def get_key(key_id: int, caller: Caller, session: Session) -> ApiKey:
+async def get_key(key_id: Id, caller: Caller, session: Session) -> ApiKey:
     return await _load_visible(session, caller, key_id)
 
 
 @router.patch("/{key_id}", response_model=ApiKeyOut)
-async def set_limits(key_id: int, body: ApiKeyLimits, admin: Admin, session: Session) -> ApiKey:
+async def set_limits(key_id: Id, body: ApiKeyLimits, admin: Admin, session: Session) -> ApiKey:
     """Admins set a key's rate limits and token quota (null removes a limit)."""
     key = await _load_visible(session, admin, key_id)
     for field, value in body.model_dump(exclude_unset=True).items():
@@ -105,7 +107,7 @@ async def set_limits(key_id: int, body: ApiKeyLimits, admin: Admin, session: Ses
 
 
 @router.delete("/{key_id}", status_code=204)
-async def revoke_key(key_id: int, caller: Caller, session: Session, state: State) -> Response:
+async def revoke_key(key_id: Id, caller: Caller, session: Session, state: State) -> Response:
     key = await _load_visible(session, caller, key_id)
     api_keys_db.revoke(key, datetime.fromtimestamp(state.clock.now(), UTC))
     await session.commit()

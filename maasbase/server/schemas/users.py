@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from maasbase.common.bounds import Text
 from maasbase.server.schemas.common import Strict
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
@@ -23,20 +24,20 @@ class UserOut(BaseModel):
 
 class UserCreate(Strict):
     username: str = Field(pattern=USERNAME_PATTERN, description="Letters, digits, _ . @ -")
-    password: str = Field(max_length=1024)
-    full_name: str | None = Field(default=None, max_length=255)
+    password: Text = Field(max_length=1024)
+    full_name: Text | None = Field(default=None, max_length=255)
     is_admin: bool = False
 
 
 class UserUpdate(Strict):
     """Admin changes to a user; absent fields stay as they are."""
 
-    full_name: str | None = Field(default=None, max_length=255)
+    full_name: Text | None = Field(default=None, max_length=255)
     is_admin: bool | None = None
     is_active: bool | None = None
-    password: str | None = Field(default=None, max_length=1024)
+    password: Text | None = Field(default=None, max_length=1024)
 
 
 class PasswordChange(Strict):
-    current_password: str = Field(max_length=1024)
-    new_password: str = Field(max_length=1024)
+    current_password: Text = Field(max_length=1024)
+    new_password: Text = Field(max_length=1024)
