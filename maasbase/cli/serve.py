@@ -195,7 +195,9 @@ async def _run_control_plane(
 ) -> None:
     gateway = local_gateway(settings, opened)
     app = combine(create_app(opened.state), gateway)
-    server = make_server(app, log_level=settings.log_level)
+    server = make_server(
+        app, log_level=settings.log_level, trusted_proxies=settings.trusted_proxies
+    )
     await gateway.start()
     try:
         await _serve_until_stopped(settings, console, url, opened, sock, stop, server)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -44,7 +44,13 @@ def bind(host: str, port: int, *, what: str, flag: str) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, *, log_level: str = "warning") -> EmbeddedServer:
+def make_server(
+    app: Any, *, log_level: str = "warning", trusted_proxies: Sequence[str] = ()
+) -> EmbeddedServer:
+    """``trusted_proxies``: the peers (addresses or CIDR networks) whose X-Forwarded-For
+    and X-Forwarded-Proto headers are believed. With none (the default), the client
+    address is always the socket's: a client cannot choose the address that login
+    throttling counts by sending the header itself."""
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -52,5 +58,7 @@ def make_server(app: Any, *, log_level: str = "warning") -> EmbeddedServer:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
     )
     return EmbeddedServer(config)
