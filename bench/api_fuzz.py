@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from maasbase.common.config import Settings  # noqa: E402
-from maasbase.server.app import create_app  # noqa: E402
-from maasbase.server.runtime import close_server, open_server  # noqa: E402
-from tests.support.api_fuzz import principals, run_schemathesis, serve  # noqa: E402
+from maasbase.common.config import Settings
+from maasbase.server.app import create_app
+from maasbase.server.runtime import close_server, open_server
+from tests.support.api_fuzz import principals, run_schemathesis, serve
 
 ADMIN_PASSWORD = "fuzz-admin-password-1"
 
