@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,12 +152,14 @@ async def run_schemathesis(
         "--no-color",
         *extra,
     ]
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
+    # Run in a scratch folder: schemathesis keeps a cache in its working directory.
+    with tempfile.TemporaryDirectory(prefix="maas-fuzz-") as scratch:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=scratch,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
     return FuzzResult(process.returncode or 0, output.decode(errors="replace"))
