@@ -120,6 +120,7 @@ async def run_schemathesis(
     max_examples: int,
     max_time: int | None = None,
     phases: str = "examples,coverage,fuzzing,stateful",
+    deadline_s: float = 900,
     extra: tuple[str, ...] = (),
 ) -> FuzzResult:
     """``st run`` against the live schema; its exit status and output."""
@@ -161,5 +162,12 @@ async def run_schemathesis(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        output, _ = await process.communicate()
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), deadline_s)
+        except TimeoutError:
+            process.kill()
+            output, _ = await process.communicate()
+            return FuzzResult(
+                -1, output.decode(errors="replace") + f"\n(stopped after {deadline_s} s)"
+            )
     return FuzzResult(process.returncode or 0, output.decode(errors="replace"))
