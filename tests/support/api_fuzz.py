@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,19 +91,22 @@ async def _login(client: httpx.AsyncClient, username: str, password: str) -> str
 
 
 async def principals(base_url: str, admin_password: str) -> dict[str, Principal]:
-    """An admin and a user, each with an API key of scope ``all``."""
+    """An admin and a user, each with an API key of scope ``all`` (fresh names, so a
+    database can be fuzzed more than once)."""
+    suffix = uuid.uuid4().hex[:8]
+    username, password = f"fuzz-user-{suffix}", f"fuzz-password-{suffix}"
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         admin_session = await _login(client, "admin", admin_password)
-        admin_key, admin_key_id = await _key(client, admin_session, "fuzz-admin")
+        admin_key, admin_key_id = await _key(client, admin_session, f"fuzz-admin-{suffix}")
         response = await client.post(
             "/api/v1/users",
-            json={"username": "fuzz-user", "password": "fuzz-user-password-1"},
+            json={"username": username, "password": password},
             headers={"Authorization": f"Bearer {admin_session}"},
         )
         response.raise_for_status()
         user_id = response.json()["id"]
-        user_session = await _login(client, "fuzz-user", "fuzz-user-password-1")
-        user_key, user_key_id = await _key(client, user_session, "fuzz-user")
+        user_session = await _login(client, username, password)
+        user_key, user_key_id = await _key(client, user_session, username)
         me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {admin_key}"})
         admin_id = me.json()["id"]
     keys = (admin_key_id, user_key_id)
