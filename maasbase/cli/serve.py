@@ -202,7 +202,10 @@ async def _run_control_plane(
     gateway = local_gateway(settings, opened)
     app = combine(create_app(opened.state), gateway)
     server = make_server(
-        app, log_level=settings.log_level, limit_concurrency=gateway.config.max_connections
+        app,
+        log_level=settings.log_level,
+        limit_concurrency=gateway.config.max_connections,
+        trusted_proxies=settings.trusted_proxies,
     )
     await gateway.start()
     try:

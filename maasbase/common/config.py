@@ -6,14 +6,16 @@ names below (``port: 9000``, ``database_url: ...``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -67,6 +69,13 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(
         default=False, description="Mark the session cookie Secure (behind HTTPS)."
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For / X-Forwarded-Proto headers are believed, comma-separated; "
+        "from any other peer those headers are ignored and the socket's address counts "
+        "(login throttling, logs). Default: none.",
+    )
     worker_timeout: float = Field(
         default=30.0, gt=0, description="Seconds without heartbeat before a worker is unreachable."
     )
@@ -118,6 +127,26 @@ class Settings(BaseSettings):
         value = value.lower()
         if value not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError("log_level must be one of debug, info, warning, error, critical")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network "
+                    "(e.g. 10.0.0.5 or 10.0.0.0/24)"
+                ) from exc
         return value
 
     @field_validator("data_dir")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -45,10 +45,19 @@ def bind(host: str, port: int, *, what: str, flag: str) -> socket.socket:
 
 
 def make_server(
-    app: Any, *, log_level: str = "warning", limit_concurrency: int | None = None
+    app: Any,
+    *,
+    log_level: str = "warning",
+    limit_concurrency: int | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> EmbeddedServer:
     """uvicorn for ``app``; past ``limit_concurrency`` connections (or running requests)
-    it answers 503 and closes. Its keep-alive timeout is uvicorn's 5 s."""
+    it answers 503 and closes. Its keep-alive timeout is uvicorn's 5 s.
+
+    ``trusted_proxies``: the peers (addresses or CIDR networks) whose X-Forwarded-For
+    and X-Forwarded-Proto headers are believed. With none (the default), the client
+    address is always the socket's: a client cannot choose the address that login
+    throttling counts by sending the header itself."""
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -57,5 +66,7 @@ def make_server(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
         limit_concurrency=limit_concurrency,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
     )
     return EmbeddedServer(config)

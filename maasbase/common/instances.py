@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from maasbase.common.bounds import DbInt, Id, Text
+
 
 class InstanceState(StrEnum):
     PENDING = "pending"  # created, not yet looked at
@@ -36,12 +38,18 @@ class ModelSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: SourceType
-    repo_id: str | None = Field(default=None, description="Hub repository, e.g. org/name.")
-    file: str | None = Field(
-        default=None, description="One file (or glob) in the repository, e.g. *Q4_K_M.gguf."
+    repo_id: Text | None = Field(
+        default=None, max_length=256, description="Hub repository, e.g. org/name."
     )
-    revision: str | None = None
-    path: str | None = Field(default=None, description="local_path: file or folder.")
+    file: Text | None = Field(
+        default=None,
+        max_length=1024,
+        description="One file (or glob) in the repository, e.g. *Q4_K_M.gguf.",
+    )
+    revision: Text | None = Field(default=None, max_length=256)
+    path: Text | None = Field(
+        default=None, max_length=4096, description="local_path: file or folder."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> ModelSource:
@@ -106,8 +114,8 @@ class InstanceReport(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    instance_id: int
-    restart_count: int = 0
+    instance_id: Id
+    restart_count: DbInt = 0
     state: Literal[
         InstanceState.DOWNLOADING,
         InstanceState.STARTING,
@@ -115,8 +123,8 @@ class InstanceReport(BaseModel):
         InstanceState.ERROR,
     ]
     message: str = ""
-    port: int | None = None
-    pid: int | None = None
+    port: DbInt | None = None
+    pid: DbInt | None = None
     download: DownloadProgress | None = None
     log_tail: str | None = Field(default=None, description="Last log lines, on error.")
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from maasbase.common.bounds import shorten
 from maasbase.common.hardware import HardwareReport
 
 WORKER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -27,14 +28,15 @@ class WorkerState(StrEnum):
 
 def validate_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise ValueError(
-                f"bad label key {key!r}: use letters, digits and _ . / - (at most 63 characters)"
+                f"bad label key {shorten(key)}: use letters, digits and _ . / - "
+                "(at most 63 characters)"
             )
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             raise ValueError(
-                f"bad label value {value!r} for {key!r}: use letters, digits and _ . / : - "
-                "(at most 128 characters)"
+                f"bad label value {shorten(value)} for {shorten(key)}: use letters, digits "
+                "and _ . / : - (at most 128 characters)"
             )
     return labels
 

@@ -16,12 +16,14 @@ from maasbase.server.api import (
     backends,
     catalog,
     cluster,
+    docs,
     errors,
     gateway_sync,
     gateways,
     health,
     instance_logs,
     models,
+    openapi,
     providers,
     usage,
     users,
@@ -69,7 +71,7 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         version=__version__,
         description="Management API of MaaS-Base. Authenticate with "
         "'Authorization: Bearer <API key or access token>'.",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -77,6 +79,7 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
     registry = new_registry()
     app.state.metrics_registry = registry
     errors.install(app)
+    openapi.install(app)
     for module in (
         health,
         auth,
@@ -93,6 +96,7 @@ def create_app(state: ServerState, *, run_controllers: bool = True) -> FastAPI:
         gateways,
         cluster,
         usage,
+        docs,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))

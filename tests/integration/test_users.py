@@ -59,3 +59,46 @@ async def test_validation_messages(admin: httpx.AsyncClient) -> None:
     response = await admin.get("/api/v1/no-such-thing")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def _active_admins(*clients: httpx.AsyncClient) -> list[str]:
+    """The active admins, as seen by the first client still allowed to list users."""
+    for client in clients:
+        response = await client.get("/api/v1/users", params={"per_page": 1000})
+        if response.status_code == 200:
+            users = response.json()["items"]
+            return [u["username"] for u in users if u["is_admin"] and u["is_active"]]
+    return []
+
+
+@pytest.mark.parametrize("change", [{"is_admin": False}, {"is_active": False}])
+async def test_two_admins_removing_each_other_at_once_leave_one(
+    harness: Harness, admin: httpx.AsyncClient, change: dict[str, bool]
+) -> None:
+    """The last-admin invariant holds under concurrency: of two requests that each
+    remove one of the only two admins, at most one succeeds."""
+    import asyncio
+
+    response = await admin.post(
+        "/api/v1/users",
+        json={"username": "second", "password": "second-password", "is_admin": True},
+    )
+    second_id = response.json()["id"]
+    first_id = (await admin.get("/api/v1/users/me")).json()["id"]
+    second_token = await harness.login("second", "second-password")
+    restore = {key: True for key in change}
+    async with harness.client(second_token) as second:
+        for _ in range(5):
+            statuses = sorted(
+                r.status_code
+                for r in await asyncio.gather(
+                    admin.patch(f"/api/v1/users/{second_id}", json=change),
+                    second.patch(f"/api/v1/users/{first_id}", json=change),
+                )
+            )
+            survivors = await _active_admins(admin, second)
+            assert len(survivors) == 1, (statuses, survivors)
+            assert statuses in ([200, 401], [200, 403], [200, 409]), statuses
+            survivor = admin if survivors == ["admin"] else second
+            other = second_id if survivors == ["admin"] else first_id
+            assert (await survivor.patch(f"/api/v1/users/{other}", json=restore)).status_code == 200

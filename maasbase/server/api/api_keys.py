@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 
 from maasbase.common.auth import Principal, Scope
+from maasbase.common.bounds import Id, shorten
 from maasbase.common.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from maasbase.server import key_changes
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db.tables import ApiKey
 from maasbase.server.key_policy import SESSION, KeyPowers, excess
@@ -68,7 +70,7 @@ async def _creator_powers(session: Session, caller: Principal) -> KeyPowers:
     return powers_of(key)
 
 
-@router.post("", response_model=ApiKeyCreated, status_code=201)
+@router.post("", response_model=ApiKeyCreated, status_code=201, responses=error_responses(409))
 async def create_key(
     body: ApiKeyCreate, caller: Caller, session: Session, state: State
 ) -> ApiKeyCreated:
@@ -80,7 +82,7 @@ async def create_key(
     if wider is not None:
         raise Forbidden(f"a key cannot create a key wider than itself: {wider}")
     if await api_keys_db.name_taken(session, user_id, body.name):
-        raise Conflict(f"you already have an API key named {body.name!r}; pick another name")
+        raise Conflict(f"you already have an API key named {shorten(body.name)}; pick another name")
     material = key_material.generate()
     try:
         key = await api_keys_db.create(
@@ -101,7 +103,7 @@ async def create_key(
     except IntegrityError as exc:
         await session.rollback()
         raise Conflict(
-            f"you already have an API key named {body.name!r}; pick another name"
+            f"you already have an API key named {shorten(body.name)}; pick another name"
         ) from exc
     out = ApiKeyOut.model_validate(key)
     return ApiKeyCreated(**out.model_dump(), key=material.full_key)
@@ -112,7 +114,7 @@ async def list_keys(
     caller: Caller,
     session: Session,
     paging: Paging,
-    user_id: int | None = Query(default=None, description="Admins: only this user's keys."),
+    user_id: Id | None = Query(default=None, description="Admins: only this user's keys."),
     include_revoked: bool = False,
 ) -> Page[ApiKeyOut]:
     owner = user_id if caller.is_admin else caller.user_id
@@ -127,13 +129,13 @@ async def list_keys(
 
 
 @router.get("/{key_id}", response_model=ApiKeyOut)
-async def get_key(key_id: int, caller: Caller, session: Session) -> ApiKey:
+async def get_key(key_id: Id, caller: Caller, session: Session) -> ApiKey:
     return await _load_visible(session, caller, key_id)
 
 
 @router.patch("/{key_id}", response_model=ApiKeyOut)
 async def set_limits(
-    key_id: int, body: ApiKeyLimits, admin: Admin, session: Session, state: State
+    key_id: Id, body: ApiKeyLimits, admin: Admin, session: Session, state: State
 ) -> ApiKey:
     """Admins set a key's rate limits and token quota (null removes a limit); gateways
     apply them within a second."""
@@ -149,7 +151,7 @@ async def set_limits(
 
 
 @router.delete("/{key_id}", status_code=204)
-async def revoke_key(key_id: int, caller: Caller, session: Session, state: State) -> Response:
+async def revoke_key(key_id: Id, caller: Caller, session: Session, state: State) -> Response:
     """Revoke a key; gateways refuse it within a second."""
     key = await _load_visible(session, caller, key_id)
     api_keys_db.revoke(key, datetime.fromtimestamp(state.clock.now(), UTC))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from maasbase.common.errors import TooManyRequests, Unauthenticated
 from maasbase.server import authn
 from maasbase.server.api.deps import Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import revoked_sessions
 from maasbase.server.db import users as users_db
 from maasbase.server.db.tables import User
@@ -43,7 +44,7 @@ def issue_session(state: ServerState, user: User, response: Response) -> TokenRe
     return TokenResponse(access_token=token, expires_in=ttl)
 
 
-@router.post("/login", response_model=TokenResponse)
+@router.post("/login", response_model=TokenResponse, responses=error_responses(401, 429))
 async def login(
     body: LoginRequest, request: Request, response: Response, state: State, session: Session
 ) -> TokenResponse:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from maasbase.backends.registry import definition_from_dict
+from maasbase.common.bounds import Text, shorten
 from maasbase.common.errors import Conflict, InvalidRequest, NotFound
 from maasbase.server.api.deps import Admin, Caller, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import backends as backends_db
 from maasbase.server.db.tables import Model
 from maasbase.server.schemas.common import Page
 
 router = APIRouter(prefix="/api/v1/backends", tags=["backends"])
+
+BackendName = Annotated[Text, Path(min_length=1, max_length=64)]
 
 
 class BackendOut(BaseModel):
@@ -58,11 +62,11 @@ async def list_backends(_caller: Caller, state: State) -> Page[BackendOut]:
 
 
 @router.get("/{name}", response_model=BackendOut)
-async def get_backend(name: str, _caller: Caller, state: State) -> BackendOut:
+async def get_backend(name: BackendName, _caller: Caller, state: State) -> BackendOut:
     return _out(state, name)
 
 
-@router.post("", response_model=BackendOut, status_code=201)
+@router.post("", response_model=BackendOut, status_code=201, responses=error_responses(409))
 async def create_backend(
     body: dict[str, Any], _admin: Admin, state: State, session: Session
 ) -> BackendOut:
@@ -78,13 +82,15 @@ async def create_backend(
     return _out(state, definition.name)
 
 
-@router.delete("/{name}", status_code=204)
-async def delete_backend(name: str, _admin: Admin, state: State, session: Session) -> Response:
+@router.delete("/{name}", status_code=204, responses=error_responses(409))
+async def delete_backend(
+    name: BackendName, _admin: Admin, state: State, session: Session
+) -> Response:
     row = await backends_db.get_by_name(session, name)
     if row is None:
         if name in state.backends:
-            raise InvalidRequest(f"{name!r} is a built-in backend and cannot be deleted")
-        raise NotFound(f"backend {name!r} does not exist")
+            raise InvalidRequest(f"{shorten(name)} is a built-in backend and cannot be deleted")
+        raise NotFound(f"backend {shorten(name)} does not exist")
     users = list(await session.scalars(select(Model.name).where(Model.backend == row.name)))
     if users:
         raise Conflict(f"backend {name!r} is used by models {users}; delete or change them first")

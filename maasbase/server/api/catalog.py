@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from maasbase.common.bounds import Text
 from maasbase.server import catalog, model_service
 from maasbase.server.api.deps import Admin, Caller, Session, State
 from maasbase.server.api.models import model_out
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.schemas.common import Page, Strict
 from maasbase.server.schemas.models import MODEL_NAME_PATTERN, ModelOut
 
@@ -42,9 +46,15 @@ async def list_catalog(_caller: Caller) -> Page[CatalogItem]:
     return Page(items=items, total=len(items), page=1, per_page=len(items) or 1)
 
 
-@router.post("/{entry}/deploy", response_model=ModelOut, status_code=201)
+@router.post(
+    "/{entry}/deploy", response_model=ModelOut, status_code=201, responses=error_responses(409)
+)
 async def deploy(
-    entry: str, body: CatalogDeploy, _admin: Admin, state: State, session: Session
+    entry: Annotated[Text, Path(max_length=128)],
+    body: CatalogDeploy,
+    _admin: Admin,
+    state: State,
+    session: Session,
 ) -> ModelOut:
     found = catalog.find(entry)
     model = await model_service.create_model(

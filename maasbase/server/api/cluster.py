@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from maasbase.common.errors import Conflict
 from maasbase.server.api.deps import Admin, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.bootstrap import TOKEN_FILE, write_secret_file
 from maasbase.server.db import system_settings
 from maasbase.server.security import api_keys as key_material
@@ -21,7 +22,9 @@ class RegistrationToken(BaseModel):
     token_file: str = Field(description="Where this server also wrote it (mode 0600).")
 
 
-@router.post("/registration-token", response_model=RegistrationToken)
+@router.post(
+    "/registration-token", response_model=RegistrationToken, responses=error_responses(409)
+)
 async def rotate_registration_token(
     _admin: Admin, state: State, session: Session
 ) -> RegistrationToken:

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maasbase.common.auth import Principal, PrincipalKind
 from maasbase.common.errors import Forbidden, Unauthenticated
 from maasbase.server import authn
-from maasbase.server.schemas.common import MAX_PER_PAGE, Page
+from maasbase.server.schemas.common import MAX_PAGE, MAX_PER_PAGE, Page
 from maasbase.server.security import api_keys as key_material
 from maasbase.server.security import tokens
 from maasbase.server.state import ServerState
@@ -36,7 +37,28 @@ async def get_session(state: State) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_principal(request: Request, state: State, session: Session) -> Principal:
+# Declared for the OpenAPI schema (its security schemes); ``get_principal`` reads the
+# header and the cookie itself.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API key (mb_...) or an access token from POST /api/v1/auth/login.",
+)
+SESSION_COOKIE = APIKeyCookie(
+    name=authn.SESSION_COOKIE,
+    auto_error=False,
+    scheme_name="session",
+    description="The session cookie that POST /api/v1/auth/login sets (the web UI).",
+)
+
+
+async def get_principal(
+    request: Request,
+    state: State,
+    session: Session,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    _cookie: Annotated[str | None, Security(SESSION_COOKIE)] = None,
+) -> Principal:
     token = authn.bearer_token(request.headers.get("authorization"))
     if token is None:
         token = request.cookies.get(authn.SESSION_COOKIE)
@@ -130,7 +152,7 @@ GatewayCaller = Annotated[Principal, Depends(require_gateway)]
 class PageParams:
     def __init__(
         self,
-        page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
         per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description="Items per page")] = 100,
     ) -> None:
         self.page = page

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maasbase.common.errors import MaasError, TooManyRequests
+from maasbase.server.schemas.common import problems
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,13 @@ async def _maas_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
-
-
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Request validation failures answer 400 (not FastAPI's 422), like every other
+    invalid request; the OpenAPI schema says so (``api.openapi``)."""
     assert isinstance(exc, RequestValidationError)
-    problems = [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
-    message = "invalid request: " + "; ".join(problems) if problems else "invalid request"
-    return error_response(400, message, "invalid_request", details={"errors": problems})
+    found = problems(list(exc.errors()))
+    message = "invalid request: " + "; ".join(found) if found else "invalid request"
+    return error_response(400, message, "invalid_request", details={"errors": found})
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

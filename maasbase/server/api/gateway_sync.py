@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maasbase.common.bounds import DbInt
 from maasbase.common.routing import (
     CredentialChanges,
     KeyCheck,
@@ -102,7 +103,7 @@ async def check_key(
 async def watch_key_changes(
     _gateway: GatewayCaller,
     state: State,
-    after: int | None = Query(default=None, ge=0),
+    after: DbInt | None = Query(default=None),
     wait: float = Query(default=0, ge=0, le=60),
 ) -> CredentialChanges:
     """Keys and users whose cached grants gateways must drop: the changes after

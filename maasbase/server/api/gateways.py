@@ -11,10 +11,12 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maasbase.common.bounds import Id
 from maasbase.common.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from maasbase.common.gateways import GatewayRegistered, GatewayRegistration
 from maasbase.server import authn
 from maasbase.server.api.deps import Admin, Paging, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import gateways as gateways_db
 from maasbase.server.db.tables import Gateway
 from maasbase.server.schemas.common import Page
@@ -61,7 +63,7 @@ async def _create(
     return gateway, material.full_key
 
 
-@router.post("", response_model=GatewayCreated, status_code=201)
+@router.post("", response_model=GatewayCreated, status_code=201, responses=error_responses(409))
 async def create_gateway(
     body: GatewayCreate, _admin: Admin, state: State, session: Session
 ) -> GatewayCreated:
@@ -83,19 +85,21 @@ async def _load(session: AsyncSession, gateway_id: int) -> Gateway:
 
 
 @router.get("/{gateway_id}", response_model=GatewayOut)
-async def get_gateway(gateway_id: int, _admin: Admin, session: Session) -> GatewayOut:
+async def get_gateway(gateway_id: Id, _admin: Admin, session: Session) -> GatewayOut:
     return GatewayOut.model_validate(await _load(session, gateway_id))
 
 
 @router.delete("/{gateway_id}", status_code=204)
-async def revoke_gateway(gateway_id: int, _admin: Admin, session: Session) -> Response:
+async def revoke_gateway(gateway_id: Id, _admin: Admin, session: Session) -> Response:
     """Revoke: the credential is refused from the next call on."""
     await gateways_db.delete(session, await _load(session, gateway_id))
     await session.commit()
     return Response(status_code=204)
 
 
-@router.post("/register", response_model=GatewayRegistered)
+@router.post(
+    "/register", response_model=GatewayRegistered, responses=error_responses(401, 403, 409)
+)
 async def register(
     body: GatewayRegistration, request: Request, state: State, session: Session
 ) -> GatewayRegistered:

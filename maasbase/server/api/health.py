@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from maasbase.server.api.deps import Session, State, get_principal, require_management
 from maasbase.server.api.errors import error_response
+from maasbase.server.api.openapi import error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +23,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=error_responses(503))
 async def readyz(state: State) -> dict[str, str] | Response:
     """The database answers."""
     try:
@@ -34,7 +35,11 @@ async def readyz(state: State) -> dict[str, str] | Response:
     return {"status": "ok"}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(401, 403)},
+)
 async def metrics(request: Request, state: State, session: Session) -> Response:
     """Prometheus text format. Needs a management credential unless ``metrics_public``."""
     if not state.settings.metrics_public:

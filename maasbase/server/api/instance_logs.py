@@ -9,8 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from maasbase.common.bounds import Id
 from maasbase.common.errors import NotFound, Unavailable
 from maasbase.server.api.deps import Admin, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.security.worker_secrets import worker_api_secret
@@ -18,9 +20,13 @@ from maasbase.server.security.worker_secrets import worker_api_secret
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
 
-@router.get("/model-instances/{instance_id}/logs", response_model=None)
+@router.get(
+    "/model-instances/{instance_id}/logs",
+    response_model=None,
+    responses={200: {"content": {"text/plain": {}}}, **error_responses(503)},
+)
 async def instance_logs(
-    instance_id: int,
+    instance_id: Id,
     _admin: Admin,
     state: State,
     session: Session,

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from maasbase.common.bounds import Id, Text
 from maasbase.common.errors import MaasError, NotFound
 from maasbase.common.instances import InstanceState
 from maasbase.server import model_env, model_service
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.controllers.scheduling import Scheduling, claim_to_json
 from maasbase.server.db import instances as instances_db
 from maasbase.server.db import models as models_db
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import Model, ModelInstance
 from maasbase.server.scheduler import Placement, evaluate, explain
-from maasbase.server.schemas.common import Page
+from maasbase.server.schemas.common import Page, validate_as
 from maasbase.server.schemas.models import (
     EvaluationOut,
     EvaluationPlacement,
@@ -61,7 +64,7 @@ async def _load(session: Session, model_id: int) -> Model:
     return model
 
 
-@router.post("/models", response_model=ModelOut, status_code=201)
+@router.post("/models", response_model=ModelOut, status_code=201, responses=error_responses(409))
 async def create_model(
     body: ModelCreate, _admin: Admin, state: State, session: Session
 ) -> ModelOut:
@@ -77,7 +80,7 @@ async def list_models(
     _caller: Caller,
     session: Session,
     paging: Paging,
-    search: str | None = Query(default=None, max_length=128),
+    search: Annotated[Text | None, Query(max_length=128)] = None,
 ) -> Page[ModelOut]:
     rows, total = await models_db.list_page(
         session, offset=paging.offset, limit=paging.per_page, search=search
@@ -87,14 +90,14 @@ async def list_models(
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-async def get_model(model_id: int, _caller: Caller, session: Session) -> ModelOut:
+async def get_model(model_id: Id, _caller: Caller, session: Session) -> ModelOut:
     model = await _load(session, model_id)
     return model_out(model, await instances_db.for_model(session, model.id))
 
 
 @router.patch("/models/{model_id}", response_model=ModelOut)
 async def update_model(
-    model_id: int, body: ModelUpdate, _admin: Admin, state: State, session: Session
+    model_id: Id, body: ModelUpdate, _admin: Admin, state: State, session: Session
 ) -> ModelOut:
     model = await _load(session, model_id)
     merged = spec_of_row(model).model_dump(mode="json", exclude={"env", "secret_env"})
@@ -108,7 +111,7 @@ async def update_model(
         changes.pop("secret_env", None) or [],
     )
     merged.update(changes)
-    spec = ModelSpec.model_validate({**merged, "env": env.plain})
+    spec = validate_as(ModelSpec, {**merged, "env": env.plain})
     model_service.check_backend(state, spec)
     for key, value in model_service.row_fields(state.secret_box, spec, model.name, env).items():
         setattr(model, key, value)
@@ -118,7 +121,7 @@ async def update_model(
 
 
 @router.delete("/models/{model_id}", status_code=204)
-async def delete_model(model_id: int, _admin: Admin, state: State, session: Session) -> Response:
+async def delete_model(model_id: Id, _admin: Admin, state: State, session: Session) -> Response:
     await models_db.delete(session, await _load(session, model_id))
     await session.commit()
     state.changes.notify()
@@ -130,8 +133,8 @@ async def list_instances(
     _caller: Caller,
     session: Session,
     paging: Paging,
-    model_id: int | None = None,
-    worker_id: int | None = None,
+    model_id: Id | None = None,
+    worker_id: Id | None = None,
     state: InstanceState | None = None,
 ) -> Page[InstanceOut]:
     rows, total = await instances_db.list_page(
@@ -149,7 +152,7 @@ async def list_instances(
 
 
 @router.get("/model-instances/{instance_id}", response_model=InstanceOut)
-async def get_instance(instance_id: int, _caller: Caller, session: Session) -> InstanceOut:
+async def get_instance(instance_id: Id, _caller: Caller, session: Session) -> InstanceOut:
     instance = await instances_db.get(session, instance_id)
     if instance is None:
         raise NotFound(f"model instance {instance_id} does not exist")

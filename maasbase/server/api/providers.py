@@ -6,10 +6,20 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    UrlConstraints,
+    model_validator,
+)
 
+from maasbase.common.bounds import Id, Text
 from maasbase.common.errors import Conflict, InvalidRequest, NotFound
 from maasbase.server.api.deps import Admin, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import providers as providers_db
 from maasbase.server.db.tables import Provider
 from maasbase.server.schemas.common import Page, Strict
@@ -17,6 +27,16 @@ from maasbase.server.schemas.models import MODEL_NAME_PATTERN
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 
+MAX_BASE_URL = 512
+
+
+def _fits_column(url: HttpUrl) -> HttpUrl:
+    if len(str(url)) > MAX_BASE_URL:
+        raise ValueError(f"the URL is longer than {MAX_BASE_URL} characters once normalized")
+    return url
+
+
+BaseUrl = Annotated[HttpUrl, UrlConstraints(max_length=MAX_BASE_URL), AfterValidator(_fits_column)]
 ModelNames = Annotated[
     list[Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]], Field(min_length=1, max_length=1000)
 ]
@@ -24,8 +44,8 @@ ModelNames = Annotated[
 
 class ProviderCreate(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    base_url: HttpUrl = Field(description="Up to and including /v1, e.g. https://api.x.com/v1")
-    api_key: str | None = Field(default=None, max_length=4096)
+    base_url: BaseUrl = Field(description="Up to and including /v1, e.g. https://api.x.com/v1")
+    api_key: Text | None = Field(default=None, max_length=4096)
     models: ModelNames
 
 
@@ -34,8 +54,8 @@ class ProviderUpdate(Strict):
     ``base_url`` for a provider with a stored key needs ``api_key`` too (the key meant for
     the old host is not sent to a new one unasked), or ``keep_api_key: true``."""
 
-    base_url: HttpUrl | None = None
-    api_key: str | None = Field(default=None, max_length=4096)
+    base_url: BaseUrl | None = None
+    api_key: Text | None = Field(default=None, max_length=4096)
     keep_api_key: bool = Field(
         default=False,
         description="With a new base_url: send the stored API key to the new host.",
@@ -72,7 +92,7 @@ def _out(provider: Provider) -> ProviderOut:
     )
 
 
-@router.post("", response_model=ProviderOut, status_code=201)
+@router.post("", response_model=ProviderOut, status_code=201, responses=error_responses(409))
 async def create_provider(
     body: ProviderCreate, _admin: Admin, state: State, session: Session
 ) -> ProviderOut:
@@ -98,7 +118,7 @@ async def list_providers(_admin: Admin, session: Session) -> Page[ProviderOut]:
 
 @router.patch("/{provider_id}", response_model=ProviderOut)
 async def update_provider(
-    provider_id: int, body: ProviderUpdate, _admin: Admin, state: State, session: Session
+    provider_id: Id, body: ProviderUpdate, _admin: Admin, state: State, session: Session
 ) -> ProviderOut:
     provider = await providers_db.get(session, provider_id)
     if provider is None:
@@ -126,7 +146,7 @@ async def update_provider(
 
 @router.delete("/{provider_id}", status_code=204)
 async def delete_provider(
-    provider_id: int, _admin: Admin, state: State, session: Session
+    provider_id: Id, _admin: Admin, state: State, session: Session
 ) -> Response:
     provider = await providers_db.get(session, provider_id)
     if provider is None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from maasbase.common.bounds import Text, shorten
 from maasbase.common.errors import InvalidRequest
 from maasbase.server.api.deps import Caller, Session
 from maasbase.server.db import usage as usage_db
@@ -38,7 +39,9 @@ class UsageOut(BaseModel):
 async def usage(
     caller: Caller,
     session: Session,
-    group_by: str = Query(default="day,model", description="Any of day, model, user, key."),
+    group_by: Annotated[
+        Text, Query(max_length=64, description="Any of day, model, user, key.")
+    ] = "day,model",
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> UsageOut:
@@ -46,7 +49,9 @@ async def usage(
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     unknown = [g for g in groups if g not in usage_db.GROUPS]
     if unknown:
-        raise InvalidRequest(f"cannot group by {unknown}; use any of day, model, user, key")
+        raise InvalidRequest(
+            f"cannot group by {shorten(unknown)}; use any of day, model, user, key"
+        )
     rows = await usage_db.aggregate(
         session,
         group_by=groups,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Response
 
+from maasbase.common.bounds import Id, Text
 from maasbase.common.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from maasbase.server import key_changes
 from maasbase.server.api.auth import issue_session
 from maasbase.server.api.deps import Admin, Caller, Paging, Session, State
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import users as users_db
 from maasbase.server.db.tables import User
 from maasbase.server.schemas.auth import TokenResponse
@@ -29,6 +33,13 @@ async def _load(session: Session, user_id: int) -> User:
     if user is None:
         raise NotFound(f"user {user_id} does not exist")
     return user
+
+
+async def _keep_an_admin(session: Session, user_id: int) -> None:
+    """Refuse when ``user_id`` is the last active admin. The admin rows stay locked until
+    the caller commits, so two requests at once cannot each remove one of two admins."""
+    if await users_db.lock_active_admins(session) == [user_id]:
+        raise Conflict("this is the last active admin; make another user admin first")
 
 
 @router.get("/me", response_model=UserOut)
@@ -60,7 +71,7 @@ async def list_users(
     _admin: Admin,
     session: Session,
     paging: Paging,
-    search: str | None = Query(default=None, max_length=64),
+    search: Annotated[Text | None, Query(max_length=64)] = None,
 ) -> Page[UserOut]:
     rows, total = await users_db.list_page(
         session, offset=paging.offset, limit=paging.per_page, search=search
@@ -68,7 +79,7 @@ async def list_users(
     return paging.page_of([UserOut.model_validate(u) for u in rows], total)
 
 
-@router.post("", response_model=UserOut, status_code=201)
+@router.post("", response_model=UserOut, status_code=201, responses=error_responses(409))
 async def create_user(body: UserCreate, _admin: Admin, session: Session) -> User:
     passwords.check_strength(body.password)
     if await users_db.get_by_username(session, body.username) is not None:
@@ -85,22 +96,19 @@ async def create_user(body: UserCreate, _admin: Admin, session: Session) -> User
 
 
 @router.get("/{user_id}", response_model=UserOut)
-async def get_user(user_id: int, _admin: Admin, session: Session) -> User:
+async def get_user(user_id: Id, _admin: Admin, session: Session) -> User:
     return await _load(session, user_id)
 
 
-@router.patch("/{user_id}", response_model=UserOut)
+@router.patch("/{user_id}", response_model=UserOut, responses=error_responses(409))
 async def update_user(
-    user_id: int, body: UserUpdate, admin: Admin, session: Session, state: State
+    user_id: Id, body: UserUpdate, admin: Admin, session: Session, state: State
 ) -> User:
     """Admin changes to a user, limits shared by all their keys included; gateways apply
     deactivation and limits within a second."""
     user = await _load(session, user_id)
-    losing_admin = (body.is_admin is False and user.is_admin) or (
-        body.is_active is False and user.is_admin
-    )
-    if losing_admin and await users_db.count_active_admins(session) <= 1:
-        raise Conflict("this is the last active admin; make another user admin first")
+    if body.is_admin is False or body.is_active is False:
+        await _keep_an_admin(session, user.id)
     if body.full_name is not None:
         user.full_name = body.full_name
     if body.is_admin is not None:
@@ -123,13 +131,12 @@ async def update_user(
     return user
 
 
-@router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: int, admin: Admin, session: Session, state: State) -> Response:
+@router.delete("/{user_id}", status_code=204, responses=error_responses(409))
+async def delete_user(user_id: Id, admin: Admin, session: Session, state: State) -> Response:
     user = await _load(session, user_id)
     if user.id == admin.user_id:
         raise Conflict("you cannot delete your own account")
-    if user.is_admin and user.is_active and await users_db.count_active_admins(session) <= 1:
-        raise Conflict("this is the last active admin; make another user admin first")
+    await _keep_an_admin(session, user.id)
     await key_changes.record_user(session, state, user.id)
     await users_db.delete(session, user)
     await session.commit()

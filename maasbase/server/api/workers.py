@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 
+from maasbase.common.bounds import Id
 from maasbase.common.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from maasbase.common.hardware import HardwareReport
 from maasbase.common.workers import (
@@ -17,6 +18,7 @@ from maasbase.common.workers import (
 )
 from maasbase.server import authn
 from maasbase.server.api.deps import Admin, Paging, Session, State, WorkerCaller
+from maasbase.server.api.openapi import error_responses
 from maasbase.server.db import workers as workers_db
 from maasbase.server.db.tables import Worker
 from maasbase.server.policies import worker_state
@@ -72,7 +74,9 @@ async def _registration_allowed(request: Request, state: State, session: Session
     return None
 
 
-@router.post("/workers/register", response_model=WorkerRegistered)
+@router.post(
+    "/workers/register", response_model=WorkerRegistered, responses=error_responses(401, 403)
+)
 async def register(
     body: WorkerRegistration, request: Request, state: State, session: Session
 ) -> WorkerRegistered:
@@ -172,13 +176,13 @@ async def list_workers(
 
 
 @router.get("/workers/{worker_id}", response_model=WorkerOut)
-async def get_worker(worker_id: int, _admin: Admin, session: Session) -> WorkerOut:
+async def get_worker(worker_id: Id, _admin: Admin, session: Session) -> WorkerOut:
     return to_out(await _load(session, worker_id))
 
 
 @router.patch("/workers/{worker_id}", response_model=WorkerOut)
 async def update_worker(
-    worker_id: int, body: WorkerUpdate, _admin: Admin, state: State, session: Session
+    worker_id: Id, body: WorkerUpdate, _admin: Admin, state: State, session: Session
 ) -> WorkerOut:
     worker = await _load(session, worker_id)
     if body.labels is not None:
@@ -191,7 +195,7 @@ async def update_worker(
 
 
 @router.delete("/workers/{worker_id}", status_code=204)
-async def delete_worker(worker_id: int, _admin: Admin, session: Session) -> Response:
+async def delete_worker(worker_id: Id, _admin: Admin, session: Session) -> Response:
     await workers_db.delete(session, await _load(session, worker_id))
     await session.commit()
     return Response(status_code=204)
@@ -199,7 +203,7 @@ async def delete_worker(worker_id: int, _admin: Admin, session: Session) -> Resp
 
 @router.get("/gpus", response_model=Page[GpuOut])
 async def list_gpus(
-    _admin: Admin, session: Session, paging: Paging, worker_id: int | None = None
+    _admin: Admin, session: Session, paging: Paging, worker_id: Id | None = None
 ) -> Page[GpuOut]:
     gpus: list[GpuOut] = []
     for worker in await workers_db.list_all(session):

@@ -54,11 +54,17 @@ def set_password(user: User, password_hash: str) -> None:
     user.token_version += 1
 
 
-async def count_active_admins(session: AsyncSession) -> int:
-    total = await session.scalar(
-        select(func.count()).select_from(User).where(User.is_admin, User.is_active)
+async def lock_active_admins(session: AsyncSession) -> list[int]:
+    """Ids of the active admins, their rows locked until the transaction ends.
+
+    PostgreSQL and MySQL lock the rows (``FOR UPDATE``): a second transaction that wants
+    them waits, then sees the first one's changes. SQLite has no row locks; there the
+    engine's single connection runs one transaction at a time.
+    """
+    rows = await session.scalars(
+        select(User.id).where(User.is_admin, User.is_active).order_by(User.id).with_for_update()
     )
-    return int(total or 0)
+    return list(rows)
 
 
 async def delete(session: AsyncSession, user: User) -> None:

@@ -1,27 +1,28 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from maasbase.common.auth import Scope
+from maasbase.common.bounds import PositiveDbInt, Text
 from maasbase.server.schemas.common import Strict
 
 
 class ApiKeyCreate(Strict):
-    name: str = Field(min_length=1, max_length=128)
+    name: Text = Field(min_length=1, max_length=128)
     scope: Scope = Scope.ALL
-    allowed_models: list[str] | None = Field(
+    allowed_models: list[Annotated[Text, Field(max_length=128)]] | None = Field(
         default=None,
         description="Model names this key may use (at least one); absent means all models.",
     )
     expires_at: datetime | None = Field(
         default=None, description="ISO 8601 time with a time zone; absent means never."
     )
-    rpm_limit: int | None = Field(default=None, ge=1, description="Requests per minute.")
-    tpm_limit: int | None = Field(default=None, ge=1, description="Tokens per minute.")
-    token_quota: int | None = Field(default=None, ge=1, description="Tokens per quota period.")
+    rpm_limit: PositiveDbInt | None = Field(default=None, description="Requests per minute.")
+    tpm_limit: PositiveDbInt | None = Field(default=None, description="Tokens per minute.")
+    token_quota: PositiveDbInt | None = Field(default=None, description="Tokens per quota period.")
     quota_period: Literal["day", "month"] = "month"
 
     @field_validator("allowed_models")
@@ -73,7 +74,7 @@ class ApiKeyCreated(ApiKeyOut):
 class ApiKeyLimits(Strict):
     """Admin changes to a key's limits; null removes a limit."""
 
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
-    token_quota: int | None = Field(default=None, ge=1)
+    rpm_limit: PositiveDbInt | None = None
+    tpm_limit: PositiveDbInt | None = None
+    token_quota: PositiveDbInt | None = None
     quota_period: Literal["day", "month"] | None = None

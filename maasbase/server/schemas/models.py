@@ -6,17 +6,24 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from maasbase.common.bounds import MultilineText, Text, shorten
 from maasbase.common.instances import DownloadProgress, InstanceState, ModelSource
 from maasbase.common.workers import validate_labels
 from maasbase.server.schemas.common import Strict
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 GPU_SELECTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:\d{1,3}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,255}"
+
+BackendName = Annotated[Text, Field(min_length=1, max_length=64)]
+BackendVersion = Annotated[Text, Field(max_length=64)]
+EngineArgument = Annotated[MultilineText, Field(max_length=8192)]
+EnvValue = Annotated[MultilineText, Field(max_length=32768)]
+Description = Annotated[MultilineText, Field(max_length=1024)]
 
 
 class Category(StrEnum):
@@ -32,11 +39,12 @@ class ModelSpec(Strict):
     """Everything that describes a deployment (shared by create and evaluation)."""
 
     source: ModelSource
-    backend: str = Field(default="llama.cpp", min_length=1, max_length=64)
-    backend_version: str | None = Field(default=None, max_length=64)
-    backend_parameters: list[str] = Field(default_factory=list, max_length=256)
-    env: dict[str, str] = Field(
+    backend: BackendName = "llama.cpp"
+    backend_version: BackendVersion | None = None
+    backend_parameters: list[EngineArgument] = Field(default_factory=list, max_length=256)
+    env: dict[str, EnvValue] = Field(
         default_factory=dict,
+        max_length=256,
         description="Environment variables of the engine. Those named like a secret "
         "(*_TOKEN, *_KEY, *_SECRET, *_PASSWORD, HF_TOKEN, HUGGING_FACE_HUB_TOKEN) and those "
         "listed in secret_env are stored encrypted and never shown again.",
@@ -48,9 +56,11 @@ class ModelSpec(Strict):
     )
     replicas: int = Field(default=1, ge=0, le=1000)
     placement: Literal["spread", "binpack"] = "spread"
-    worker_selector: dict[str, str] = Field(default_factory=dict)
+    worker_selector: dict[str, str] = Field(default_factory=dict, max_length=64)
     gpu_selector: list[str] | None = Field(
-        default=None, description='Manual GPUs, e.g. ["worker-1:0", "worker-1:1"].'
+        default=None,
+        max_length=1024,
+        description='Manual GPUs, e.g. ["worker-1:0", "worker-1:1"].',
     )
     gpus_per_replica: int | None = Field(default=None, ge=1, le=64)
     categories: list[Category] = Field(default_factory=list)
@@ -66,8 +76,10 @@ class ModelSpec(Strict):
         if value is None:
             return None
         for item in value:
-            if not re.match(GPU_SELECTOR_PATTERN, item):
-                raise ValueError(f"bad GPU {item!r}: use <worker name>:<gpu index>, e.g. w1:0")
+            if not re.fullmatch(GPU_SELECTOR_PATTERN, item):
+                raise ValueError(
+                    f"bad GPU {shorten(item)}: use <worker name>:<gpu index>, e.g. w1:0"
+                )
         if len(set(value)) != len(value):
             raise ValueError("gpu_selector lists a GPU twice")
         return value
@@ -88,8 +100,11 @@ class ModelSpec(Strict):
 
 def check_env_names(names: Iterable[str]) -> None:
     for key in names:
-        if not re.match(ENV_NAME_PATTERN, key):
-            raise ValueError(f"bad environment variable name {key!r}")
+        if not re.fullmatch(ENV_NAME_PATTERN, key):
+            raise ValueError(
+                f"bad environment variable name {shorten(key)}: use letters, digits and _, "
+                "not starting with a digit"
+            )
 
 
 def spec_of_row(row: object) -> ModelSpec:
@@ -106,19 +121,22 @@ def spec_of_row(row: object) -> ModelSpec:
 
 class ModelCreate(ModelSpec):
     name: str = Field(pattern=MODEL_NAME_PATTERN, description="The name clients use in 'model'.")
-    description: str = Field(default="", max_length=1024)
+    description: Description = ""
 
 
 class ModelUpdate(Strict):
-    """Absent fields stay as they are; changing how instances run rolls them one by one."""
+    """Absent fields stay as they are; changing how instances run rolls them one by one.
 
-    description: str | None = Field(default=None, max_length=1024)
+    The merged result is validated as a whole ``ModelSpec`` by the route."""
+
+    description: Description | None = None
     source: ModelSource | None = None
-    backend: str | None = Field(default=None, min_length=1, max_length=64)
-    backend_version: str | None = None
-    backend_parameters: list[str] | None = None
-    env: dict[str, str | None] | None = Field(
+    backend: BackendName | None = None
+    backend_version: BackendVersion | None = None
+    backend_parameters: list[EngineArgument] | None = Field(default=None, max_length=256)
+    env: dict[str, EnvValue | None] | None = Field(
         default=None,
+        max_length=256,
         description="Merged into the stored variables: a value sets one, null removes one, "
         "a variable left out keeps its value (a secret one without sending it again).",
     )
@@ -130,8 +148,8 @@ class ModelUpdate(Strict):
     )
     replicas: int | None = Field(default=None, ge=0, le=1000)
     placement: Literal["spread", "binpack"] | None = None
-    worker_selector: dict[str, str] | None = None
-    gpu_selector: list[str] | None = None
+    worker_selector: dict[str, str] | None = Field(default=None, max_length=64)
+    gpu_selector: list[str] | None = Field(default=None, max_length=1024)
     gpus_per_replica: int | None = Field(default=None, ge=1, le=64)
     categories: list[Category] | None = None
 
@@ -142,6 +160,14 @@ class ModelUpdate(Strict):
     ) -> dict[str, str | None] | list[str] | None:
         check_env_names(value or [])
         return value
+
+    @model_validator(mode="after")
+    def _null_only_where_optional(self) -> ModelUpdate:
+        optional = {"description", "backend_version", "gpu_selector", "gpus_per_replica"}
+        for field in sorted(self.model_fields_set - optional):
+            if getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null; leave it out to keep it")
+        return self
 
 
 def infer_categories(spec: ModelSpec, name: str) -> list[Category]:

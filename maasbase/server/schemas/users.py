@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from maasbase.common.bounds import PositiveDbInt, Text
 from maasbase.server.schemas.common import Strict
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
@@ -28,22 +29,22 @@ class UserOut(BaseModel):
 
 class UserCreate(Strict):
     username: str = Field(pattern=USERNAME_PATTERN, description="Letters, digits, _ . @ -")
-    password: str = Field(max_length=1024)
-    full_name: str | None = Field(default=None, max_length=255)
+    password: Text = Field(max_length=1024)
+    full_name: Text | None = Field(default=None, max_length=255)
     is_admin: bool = False
 
 
 class UserUpdate(Strict):
     """Admin changes to a user; absent fields stay as they are."""
 
-    full_name: str | None = Field(default=None, max_length=255)
+    full_name: Text | None = Field(default=None, max_length=255)
     is_admin: bool | None = None
     is_active: bool | None = None
-    password: str | None = Field(default=None, max_length=1024)
+    password: Text | None = Field(default=None, max_length=1024)
     # Limits shared by all the user's API keys; null removes a limit.
-    rpm_limit: int | None = Field(default=None, ge=1, description="Requests per minute.")
-    tpm_limit: int | None = Field(default=None, ge=1, description="Tokens per minute.")
-    token_quota: int | None = Field(default=None, ge=1, description="Tokens per quota period.")
+    rpm_limit: PositiveDbInt | None = Field(default=None, description="Requests per minute.")
+    tpm_limit: PositiveDbInt | None = Field(default=None, description="Tokens per minute.")
+    token_quota: PositiveDbInt | None = Field(default=None, description="Tokens per quota period.")
     quota_period: Literal["day", "month"] | None = None
 
 
@@ -51,5 +52,5 @@ LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "token_quota", "quota_period")
 
 
 class PasswordChange(Strict):
-    current_password: str = Field(max_length=1024)
-    new_password: str = Field(max_length=1024)
+    current_password: Text = Field(max_length=1024)
+    new_password: Text = Field(max_length=1024)

@@ -30,7 +30,7 @@ class WorkerOut(BaseModel):
 
 class WorkerUpdate(Strict):
     labels: dict[str, str] | None = Field(
-        default=None, description="Replaces all labels of the worker."
+        default=None, max_length=64, description="Replaces all labels of the worker."
     )
     maintenance: bool | None = None
 

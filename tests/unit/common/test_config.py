@@ -59,3 +59,17 @@ def test_unknown_yaml_key_is_refused(tmp_path: Path) -> None:
     config.write_text("prot: 9000\n")
     with pytest.raises(ConfigurationError, match="prot"):
         load_settings(config_file=config)
+
+
+def test_trusted_proxies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAAS_TRUSTED_PROXIES", raising=False)
+    assert load_settings().trusted_proxies == []
+    monkeypatch.setenv("MAAS_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16")
+    assert load_settings().trusted_proxies == ["10.0.0.5", "10.1.0.0/16"]
+    config = tmp_path / "maas.yaml"
+    config.write_text("trusted_proxies: [192.0.2.1, '2001:db8::/32']\n")
+    monkeypatch.delenv("MAAS_TRUSTED_PROXIES")
+    assert load_settings(config_file=config).trusted_proxies == ["192.0.2.1", "2001:db8::/32"]
+    monkeypatch.setenv("MAAS_TRUSTED_PROXIES", "proxy.example")
+    with pytest.raises(ConfigurationError, match="not an IP address or network"):
+        load_settings()
