@@ -204,7 +204,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/metrics"): Rule(A.MANAGEMENT),
     ("GET", "/api/openapi.json"): Rule(A.PUBLIC),
     ("GET", "/api/docs"): Rule(A.PUBLIC),
-    ("GET", "/docs/oauth2-redirect"): Rule(A.PUBLIC),
+    ("GET", "/api/docs/assets/{name}"): Rule(A.PUBLIC),
     # sessions and users
     ("POST", "/api/v1/auth/login"): Rule(A.PUBLIC, json=_login),
     ("POST", "/api/v1/auth/logout"): Rule(A.PUBLIC, phase=2),  # ends the session
