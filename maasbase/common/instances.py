@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from maasbase.common.bounds import DbInt, Id, Text
+from maasbase.common.bounds import DbInt, Id, PositiveDbInt, Text
 
 
 class InstanceState(StrEnum):
@@ -127,6 +127,9 @@ class InstanceReport(BaseModel):
     pid: DbInt | None = None
     download: DownloadProgress | None = None
     log_tail: str | None = Field(default=None, description="Last log lines, on error.")
+    context_length: PositiveDbInt | None = Field(
+        default=None, description="Tokens of context the running engine takes, when it says."
+    )
 
 
 class InstanceReports(BaseModel):

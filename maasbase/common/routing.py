@@ -46,6 +46,11 @@ class RoutedModel(BaseModel):
     kind: RouteKind = RouteKind.DEPLOYMENT
     categories: list[str] = Field(default_factory=list)
     upstreams: list[Upstream] = Field(default_factory=list)
+    context_length: int | None = Field(
+        default=None,
+        description="Tokens of context of the model's running engines (the smallest), "
+        "when they report it.",
+    )
     owned_by: str = "maas-base"
     created: int = 0
 

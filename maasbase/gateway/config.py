@@ -34,6 +34,11 @@ class GatewayConfig:
     # An upstream answer (whole, or a stream in total) larger than this is cut: a 502
     # before the client got anything, a connection closed mid-body after.
     max_response_bytes: int = 128 * MiB
+    # Where a model's engines report their context length, a prompt that cannot fit is
+    # refused (400) before any engine sees it: one with more token ids, or more characters
+    # than this many per token of context (no token of a real vocabulary is longer), than
+    # the context holds. Prompts closer to the limit are the engine's to refuse.
+    max_chars_per_token: int = 128
     # Client connections one gateway process holds; past it new ones get a 503 and are
     # closed (the process's open-file limit must be above it).
     max_connections: int = 10_000

@@ -92,6 +92,10 @@ class QuotaExceeded(TooManyRequests):
     code = "insufficient_quota"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
 class MethodNotAllowed(InvalidRequest):
     code = "method_not_allowed"
     status_code = 405

@@ -21,11 +21,18 @@ from maasbase.common.routing import UNKNOWN_MODEL, Upstream, Usage
 from maasbase.gateway import anthropic
 from maasbase.gateway.auth import Caller
 from maasbase.gateway.call import Call, Style
-from maasbase.gateway.errors import UpstreamFailed, UpstreamRejected, upstream_error_message
+from maasbase.gateway.errors import (
+    ContextLengthExceeded,
+    UpstreamFailed,
+    UpstreamRejected,
+    clip,
+    upstream_error_message,
+)
 from maasbase.gateway.payloads import (
     SseEvents,
     SseUsage,
     affinity_text,
+    fewest_tokens,
     multipart_boundary,
     multipart_field,
     parse_json_object,
@@ -152,6 +159,16 @@ class Handlers:
                       None, exc.status_code, latency_ms=call.elapsed_ms)  # fmt: skip
         self.app.meter.record(usage)
 
+    def _check_fits(self, payload: dict[str, Any], model: str, context: int) -> None:
+        """Refuse a prompt that cannot fit the model's context, whatever its tokenizer."""
+        floor = fewest_tokens(payload, self.app.config.max_chars_per_token)
+        if floor > context:
+            raise ContextLengthExceeded(
+                f"this prompt needs at least {floor} tokens, more than the {context} tokens "
+                f"of context model '{clip(model)}' takes; shorten it",
+                details={"param": "messages" if "messages" in payload else "prompt"},
+            )
+
     def _affinity(self, call: Call, payload: dict[str, Any] | None) -> str | None:
         if call.affinity is not None:
             return call.affinity.decode("latin-1")
@@ -174,6 +191,8 @@ class Handlers:
                 model = required_model(payload)
             caller.check_model(model)
             routed = await app.routed(model)
+            if payload is not None and routed.context_length is not None:
+                self._check_fits(payload, model, routed.context_length)
             if caller.limited:
                 await self._admit(caller)
             stream = strip = rewrite = False
@@ -281,6 +300,8 @@ class Handlers:
             model = required_model(payload)
             caller.check_model(model)
             routed = await app.routed(model)
+            if routed.context_length is not None:
+                self._check_fits(payload, model, routed.context_length)
             if caller.limited:
                 await self._admit(caller)
             if all(upstream.anthropic_messages for upstream in routed.upstreams):

@@ -270,3 +270,50 @@ class SseUsage:
             del payload["usage"]
             lines[i] = b"data: " + json.dumps(payload, separators=(",", ":")).encode()
         return b"\n".join(lines) + b"\n\n"
+
+
+def _text_size(value: Any) -> tuple[int, int]:
+    """Characters of text and token ids in a prompt-like value: a string, a list of
+    token ids, content parts with ``text``, or lists of those."""
+    if isinstance(value, str):
+        return len(value), 0
+    if isinstance(value, list):
+        chars = ids = 0
+        for item in value:
+            if isinstance(item, int) and not isinstance(item, bool):
+                ids += 1
+            elif isinstance(item, dict):
+                text = item.get("text")
+                if isinstance(text, str):
+                    chars += len(text)
+            else:
+                more_chars, more_ids = _text_size(item)
+                chars += more_chars
+                ids += more_ids
+        return chars, ids
+    return 0, 0
+
+
+def prompt_size(payload: dict[str, Any]) -> tuple[int, int]:
+    """Characters of text and token ids the prompt of a chat, completion, embedding or
+    Messages request holds (``messages[].content``, ``prompt``, ``input``, ``system``)."""
+    chars = ids = 0
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                more_chars, more_ids = _text_size(message.get("content"))
+                chars += more_chars
+                ids += more_ids
+    for field in ("prompt", "input", "system"):
+        more_chars, more_ids = _text_size(payload.get(field))
+        chars += more_chars
+        ids += more_ids
+    return chars, ids
+
+
+def fewest_tokens(payload: dict[str, Any], max_chars_per_token: int) -> int:
+    """A floor on the tokens of the request's prompt, whatever the tokenizer: no token
+    of a real vocabulary spans more than ``max_chars_per_token`` characters."""
+    chars, ids = prompt_size(payload)
+    return ids + -(-chars // max_chars_per_token)

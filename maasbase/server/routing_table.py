@@ -77,10 +77,15 @@ async def build(
     models = await models_db.list_all(session)
     messages = {m.id: _serves_messages(backends, m.backend) for m in models}
     running: dict[int, list[Upstream]] = {}
+    contexts: dict[int, int] = {}  # the smallest context a model's running engines take
     for instance in await instances_db.list_all(session):
         worker = workers.get(instance.worker_id or 0)
         if instance.state != InstanceState.RUNNING.value or worker is None or not instance.port:
             continue
+        if instance.context_length:
+            known = contexts.get(instance.model_id)
+            contexts[instance.model_id] = min(known or instance.context_length,
+                                              instance.context_length)  # fmt: skip
         running.setdefault(instance.model_id, []).append(
             Upstream(
                 id=f"instance:{instance.id}",
@@ -96,6 +101,7 @@ async def build(
             kind=RouteKind.DEPLOYMENT,
             categories=list(model.categories),
             upstreams=running.get(model.id, []),
+            context_length=contexts.get(model.id),
             created=int(model.created_at.timestamp()),
         )
         for model in models

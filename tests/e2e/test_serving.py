@@ -109,10 +109,21 @@ def test_deploy_chat_crash_restart_logs_delete(platform: Api, tmp_path: Path) ->
                 "max_tokens": 8,
             },
         )
+        # The engine says what context one request gets (-c 512 over one slot); a prompt
+        # that cannot fit in it is refused by the gateway before the engine sees it.
+        huge = client.post(
+            "/chat/completions",
+            json={"model": "tiny", "messages": [{"role": "user", "content": "x" * 70_000}]},
+        )
     assert chat.status_code == 200, chat.text
     body = chat.json()
     assert body["choices"][0]["message"]["role"] == "assistant"
     assert body["usage"]["completion_tokens"] > 0
+    assert instance["context_length"] == 512
+    assert huge.status_code == 400, huge.text
+    error = huge.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert "512 tokens of context" in error["message"]
 
     logs = platform.call(
         "GET", f"/api/v1/model-instances/{instance['id']}/logs", params={"tail": 50}

@@ -53,9 +53,12 @@ async def test_routing_table_follows_instances_and_providers(
     assert routed["upstreams"] == []  # not running yet: the gateway answers 503
 
     [instance] = await cluster.instances(model["id"])
-    await cluster.report("cpu-node", instance, "running", port=40100)
+    await cluster.report("cpu-node", instance, "running", port=40100, context_length=2048)
     changed = await routes(harness, gateway_credential, revision=table["revision"], wait=5)
     assert changed["revision"] != table["revision"]
+    assert changed["models"][0]["context_length"] == 2048  # as the engine reported it
+    [shown] = await cluster.instances(model["id"])
+    assert shown["context_length"] == 2048
     [upstream] = changed["models"][0]["upstreams"]
     # Through the worker's data-plane proxy (port 10150), never to the engine's port.
     assert upstream["base_url"] == f"http://127.0.0.1:10150/proxy/instances/{instance['id']}/v1"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from maasbase.common.routing import RoutedModel, Upstream
 from maasbase.gateway.app import create_gateway_app
 from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.fakes import FakeKeyResolver, FakeRoutingSource, MemoryUsageSink, grant
@@ -46,8 +47,12 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
         max_body_bytes=8192,
         usage_flush_interval=0.02,
     )
+    routes = table("1", {"m": [stub.base_url]})
+    small = RoutedModel(  # its engines say they take 4 tokens of context
+        name="small", upstreams=[Upstream(id="up:small", base_url=stub.base_url)], context_length=4
+    )
     app = create_gateway_app(
-        routes=FakeRoutingSource(table("1", {"m": [stub.base_url]})),
+        routes=FakeRoutingSource(routes.model_copy(update={"models": [*routes.models, small]})),
         keys=FakeKeyResolver({"sk": grant(1)}),
         usage=MemoryUsageSink(),
         config=config,
@@ -118,3 +123,22 @@ async def test_error_messages_quote_client_input_only_so_far(edge: Edge) -> None
     response = await edge.http.get(f"/v1/models/{name}")
     assert response.status_code == 404
     assert len(response.json()["error"]["message"]) < 300
+
+
+async def test_a_prompt_that_cannot_fit_the_context_is_refused_before_the_engine(
+    edge: Edge,
+) -> None:
+    def chat(text: str) -> dict[str, object]:
+        return {"model": "small", "messages": [{"role": "user", "content": text}]}
+
+    fits = await edge.http.post("/v1/chat/completions", json=chat("x" * 512))
+    assert fits.status_code == 200, fits.text  # 4 tokens of 128 characters may hold it
+    served = edge.stub.count
+    refused = await edge.http.post("/v1/chat/completions", json=chat("x" * 513))
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert "more than the 4 tokens of context" in error["message"]
+    ids = await edge.http.post("/v1/completions", json={"model": "small", "prompt": [1] * 5})
+    assert ids.status_code == 400
+    assert edge.stub.count == served  # neither reached the engine

@@ -139,6 +139,7 @@ async def report_instances(
             port=report.port,
             pid=report.pid,
             download=report.download.model_dump() if report.download else None,
+            context_length=report.context_length if report.state is InstanceState.RUNNING else None,
         )
         if changed and report.state is InstanceState.ERROR:
             delay = restart_delay(instance.restart_count)

@@ -189,6 +189,8 @@ class ModelInstance(Base):
     claim: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Tokens of context the running engine takes, as it reported (None: not known).
+    context_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
     download: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     restart_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -264,6 +264,9 @@ class InstanceOut(BaseModel):
     claim: dict[str, object]
     port: int | None
     pid: int | None
+    context_length: int | None = Field(
+        default=None, description="Tokens of context the running engine takes, as it reports."
+    )
     download: DownloadProgress | None
     restart_count: int
     next_restart_at: datetime | None

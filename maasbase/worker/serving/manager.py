@@ -37,6 +37,7 @@ from maasbase.common.instances import (
 )
 from maasbase.worker.models.convert import needs_conversion, prepare_for_backend
 from maasbase.worker.serving import logs
+from maasbase.worker.serving.context_probe import engine_context
 from maasbase.worker.serving.ports import PortAllocator
 from maasbase.worker.serving.records import RecordStore, RunRecord
 from maasbase.worker.serving.runner import LocalProcessRunner, ProcessHandle, ProcessRunner
@@ -228,7 +229,9 @@ class ServingManager:
             self.records.save(record)
             self._send(run, InstanceState.STARTING, f"{spec.backend} starting on port {run.port}")
             await self._wait_healthy(run, spec)
-            self._send(run, InstanceState.RUNNING, f"{spec.backend} serving on port {run.port}")
+            context = await engine_context(f"http://{self.health_host}:{spec.port}")
+            self._send(run, InstanceState.RUNNING, f"{spec.backend} serving on port {run.port}",
+                       context_length=context)  # fmt: skip
             await self._watch(run)
         except asyncio.CancelledError:
             raise
@@ -303,7 +306,11 @@ class ServingManager:
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _watch_adopted(self, run: Run) -> None:
-        self._send(run, InstanceState.RUNNING, f"serving on port {run.port} (adopted)")
+        context = None
+        if run.port is not None:
+            context = await engine_context(f"http://{self.health_host}:{run.port}")
+        self._send(run, InstanceState.RUNNING, f"serving on port {run.port} (adopted)",
+                   context_length=context)  # fmt: skip
         await self._watch(run)
 
     async def _fail(self, run: Run, message: str) -> None:

@@ -14,6 +14,7 @@ from maasbase.gateway.payloads import (
     SseEvents,
     SseUsage,
     affinity_text,
+    fewest_tokens,
     multipart_boundary,
     multipart_field,
     parse_json_object,
@@ -139,3 +140,27 @@ def test_affinity_text_uses_the_start_of_the_prompt() -> None:
     assert affinity_text(parts, 100) == "user:hi\n"
     assert affinity_text({"prompt": ["abc"]}, 2) == "ab"
     assert affinity_text({"input": "x"}, 10) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "floor"),
+    [
+        ({"messages": [{"role": "user", "content": "x" * 256}]}, 2),
+        ({"messages": [{"role": "user", "content": "x" * 257}]}, 3),
+        # content parts: only text counts (an image's base64 is not prompt text)
+        ({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x" * 300},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 10**6}},
+        ]}]}, 3),
+        ({"prompt": "x" * 128}, 1),
+        ({"prompt": ["x" * 128, "y" * 128]}, 2),
+        ({"prompt": [1, 2, 3]}, 3),  # token ids count one each
+        ({"input": [[1, 2], [3]]}, 3),
+        ({"system": "x" * 200, "messages": [{"role": "user", "content": "hi"}]}, 2),
+        ({"model": "m"}, 0),
+    ],
+)  # fmt: skip
+def test_fewest_tokens_is_a_floor_whatever_the_tokenizer(
+    payload: dict[str, object], floor: int
+) -> None:
+    assert fewest_tokens(payload, 128) == floor
