@@ -26,6 +26,7 @@ from maasbase.server.api.deps import GatewayCaller, Session, State
 from maasbase.server.db import api_keys as api_keys_db
 from maasbase.server.db import usage as usage_db
 from maasbase.server.db import users as users_db
+from maasbase.server.db.tables import ApiKey, User
 from maasbase.server.state import ServerState
 
 router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
@@ -54,13 +55,12 @@ async def grant_for_key(session: AsyncSession, state: ServerState, presented: st
     user = await users_db.get(session, principal.user_id)
     assert key is not None
     assert user is not None
-    period_start, _ = quota_period(key.quota_period, now.timestamp())
-    used = 0
-    if key.token_quota is not None:
-        since = datetime.fromtimestamp(period_start, UTC)
-        used = await usage_db.tokens_used(session, key.id, since=since)
+    key_start, _ = quota_period(key.quota_period, now.timestamp())
     user_start, _ = quota_period(user.quota_period, now.timestamp())
-    user_used = 0
+    key_used = user_used = 0
+    if key.token_quota is not None:
+        since = datetime.fromtimestamp(key_start, UTC)
+        key_used = await usage_db.tokens_used(session, key.id, since=since)
     if user.token_quota is not None:
         since = datetime.fromtimestamp(user_start, UTC)
         user_used = await usage_db.user_tokens_used(session, user.id, since=since)
@@ -72,22 +72,20 @@ async def grant_for_key(session: AsyncSession, state: ServerState, presented: st
         # An empty list is kept: it allows no model (never "every model").
         allowed_models=None if key.allowed_models is None else list(key.allowed_models),
         expires_at=key.expires_at,
-        limits=KeyLimits(
-            requests_per_minute=key.rpm_limit,
-            tokens_per_minute=key.tpm_limit,
-            token_quota=key.token_quota,
-            quota_period=key.quota_period,
-            quota_used=used,
-            quota_period_start=period_start,
-        ),
-        user_limits=KeyLimits(
-            requests_per_minute=user.rpm_limit,
-            tokens_per_minute=user.tpm_limit,
-            token_quota=user.token_quota,
-            quota_period=user.quota_period,
-            quota_used=user_used,
-            quota_period_start=user_start,
-        ),
+        limits=_limits(key, key_used, key_start),
+        user_limits=_limits(user, user_used, user_start),
+    )
+
+
+def _limits(row: ApiKey | User, used: int, period_start: float) -> KeyLimits:
+    """The limits set on a key or a user, with the quota used in the current period."""
+    return KeyLimits(
+        requests_per_minute=row.rpm_limit,
+        tokens_per_minute=row.tpm_limit,
+        token_quota=row.token_quota,
+        quota_period=row.quota_period,
+        quota_used=used,
+        quota_period_start=period_start,
     )
 
 
