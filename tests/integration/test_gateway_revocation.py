@@ -9,9 +9,6 @@ The delay from a revocation's 204 to the gateway's first refusal is printed (run
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +24,7 @@ from maasbase.gateway.config import GatewayConfig
 from maasbase.gateway.testing import StubUpstream, listening_socket, serving
 from maasbase.server.gateway_link import LocalKeyChanges, LocalKeys, LocalRoutes, LocalUsage
 from tests.integration.conftest import Harness
+from tests.integration.test_gateway_standalone import free_port, gateway_process, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -169,47 +167,14 @@ async def server_on_a_port(harness: Harness) -> AsyncIterator[str]:
         sock.close()
 
 
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
 @asynccontextmanager
-async def gateway_process(server_url: str, token: str, log: Path) -> AsyncIterator[str]:
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    command = ["-m", "maasbase.gateway.standalone", "--server-url", server_url,
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    with log.open("wb") as handle:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *command,
-            env={**os.environ, "MAAS_GATEWAY_TOKEN": token},
-            stdout=handle,
-            stderr=handle,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(600):
-                assert proc.returncode is None, tail(log)
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("gateway not ready:\n" + tail(log))
+async def gateway_url(server_url: str, token: str, log: Path) -> AsyncIterator[str]:
+    """A standalone gateway process in front of ``server_url``, ready to serve."""
+    port = free_port()
+    async with gateway_process(server_url, port, log, token=token) as proc:
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(url, proc, log)
         yield url
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 async def test_standalone_gateway_refuses_a_revoked_key_within_a_second(
@@ -218,7 +183,7 @@ async def test_standalone_gateway_refuses_a_revoked_key_within_a_second(
     key_id, key = await new_key(alice, "revoked-over-http")
     async with (
         server_on_a_port(harness) as server_url,
-        gateway_process(server_url, server_token(harness), tmp_path / "gateway.log") as url,
+        gateway_url(server_url, server_token(harness), tmp_path / "gateway.log") as url,
         httpx.AsyncClient() as http,
     ):
         for _ in range(3):
